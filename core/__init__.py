@@ -1,0 +1,1 @@
+"""bake & microwave: CLIP-guided pixel optimisation with baked guide paths."""

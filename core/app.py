@@ -1,0 +1,363 @@
+"""The jobs behind the scripts: bake, microwave, auto_microwave, normal, batch_bake.
+
+Each `*_job(args)` takes the parsed command line of its script and does the whole job; the loops
+themselves live in `core.render` (inner) and `core.bake` (meta).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from core.bake import BakeSettings, bake_prompts
+from core.cli import recipe_overrides
+from core.errors import UserError
+from core.models import Clip, load_clip
+from core.render import ProgressReporter, RenderSettings, blend, random_pixels, replay, to_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+# --- targets -----------------------------------------------------------------------------------------
+
+def encode_target(clip: Clip, text: str, truncate: bool = False) -> torch.Tensor:
+    """The unit embedding [D] of a target: text, an image file, or weighted targets (`a:1 | b:-0.5`)."""
+    from core.prompts import combine_targets, parse_targets
+
+    if not text or not text.strip():
+        raise UserError("empty prompt")
+    if text.lower().endswith(IMAGE_SUFFIXES) and "|" not in text:
+        if not Path(text).is_file():
+            raise UserError(f"image file not found: {text}")
+        return clip.encode_image_files([text])[0]
+    targets = parse_targets(text)
+    embeddings = []
+    for target in targets:
+        if target.kind == "image":
+            embeddings.append(clip.encode_image_files([target.value])[0])
+        else:
+            embeddings.append(clip.encode_text([target.value], truncate)[0])
+    combined = combine_targets(torch.stack(embeddings), torch.tensor([t.weight for t in targets]))
+    return torch.nn.functional.normalize(combined.to(clip.device), dim=-1)
+
+
+def target_label(text: str) -> str:
+    """What a target is called in file names and logs (an image target by its file name)."""
+    return Path(text).stem if text.lower().endswith(IMAGE_SUFFIXES) and "|" not in text else text.strip()
+
+
+# --- recipes -----------------------------------------------------------------------------------------
+
+def resolve_recipe(args: argparse.Namespace, base: dict | None = None) -> dict:
+    """The recipe of a run: `--recipe` (or `base`, e.g. a path's own recipe), then command-line overrides."""
+    from core.recipes import load_recipe, merge_overrides, validate_recipe
+
+    recipe = dict(base) if base is not None else load_recipe(args.recipe)
+    recipe = merge_overrides(recipe, recipe_overrides(args))
+    validate_recipe(recipe)
+    return recipe
+
+
+def bake_settings(recipe: dict, args: argparse.Namespace) -> BakeSettings:
+    """The meta part of a run from the recipe and the bake options on the command line."""
+    settings = BakeSettings(**{key: recipe[key] for key in ("stages", "meta_steps") if key in recipe})
+    for name in ("meta", "meta_lr", "unroll", "starts", "clip_grad", "prompt_pull", "eval_starts",
+                 "population", "sigma", "trust_angle"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(settings, name, value)
+    return settings
+
+
+# --- rendering and saving ----------------------------------------------------------------------------
+
+@dataclass
+class Output:
+    """Where and how a run's image is saved."""
+
+    directory: str
+    stem: str
+    metadata: dict
+    quantize: int = 0
+    upscale: int = 4
+    save_every: int = 0
+    gif: bool = False
+
+
+def final_image(pixels: torch.Tensor, quantize: int) -> torch.Tensor:
+    """Raw pixels [3,H,W] -> the saved image: clamped, optionally quantised to `quantize` levels."""
+    from core.images import quantize as quantize_levels
+
+    image = to_image(pixels).clamp(0, 1)
+    return quantize_levels(image, quantize) if quantize else image
+
+
+def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, seed: int,
+                    output: Output, quiet: bool = False, tracker=None) -> Path:
+    """Replay stage targets [S, D] from the seed's random pixels and save the image (frames, GIF)."""
+    from core.images import save_gif, save_png
+
+    frames: list[torch.Tensor] = []
+    total = stage_targets.shape[0] * settings.steps_per_stage
+    progress = ProgressReporter(total, output.stem[:40], enabled=not quiet)
+
+    def on_step(step: int, pixels: torch.Tensor, losses: torch.Tensor) -> None:
+        progress(step, pixels, losses)
+        if tracker is not None:
+            tracker.log_step(step, losses)
+        if output.save_every and (step + 1) % output.save_every == 0:
+            frame = final_image(pixels[0].cpu(), output.quantize)
+            frames.append(frame)
+            save_png(frame, output.directory, f"{output.stem}-step{step + 1:05d}", output.metadata,
+                     output.upscale)
+
+    start = random_pixels([seed], settings.size, clip.device)
+    pixels = replay(clip, stage_targets[None].to(clip.device), settings, start, view_seed=seed, on_step=on_step)
+    progress.close()
+    image = final_image(pixels[0].detach().cpu(), output.quantize)
+    file = save_png(image, output.directory, output.stem, output.metadata, output.upscale)
+    if output.gif and frames:
+        save_gif(frames + [image], output.directory, output.stem, output.upscale, duration_ms=120)
+    if tracker is not None:
+        tracker.log_image("image", image)
+    return file
+
+
+def make_output(args: argparse.Namespace, method: str, label: str, clip: Clip, recipe: dict,
+                extra: dict | None = None) -> Output:
+    """The output settings of a run: file stem `<method>-<slug>` and the PNG metadata."""
+    from core.store import slugify
+
+    metadata = {"prompt": label, "method": method, "seed": args.seed, "model": clip.name,
+                "recipe": json.dumps(recipe, sort_keys=True), **(extra or {})}
+    return Output(args.out, f"{method}-{slugify(label)}", metadata, recipe.get("quantize") or 0,
+                  args.upscale, args.save_every, args.gif)
+
+
+def _tracker(args: argparse.Namespace, job: str, config: dict):
+    from core.tracking import Tracker
+
+    return Tracker(args.wandb, job, config)
+
+
+# --- the jobs ----------------------------------------------------------------------------------------
+
+def normal_job(args: argparse.Namespace) -> None:
+    """Optimise straight toward the prompt: the control."""
+    clip = load_clip(args.model, args.device)
+    recipe = resolve_recipe(args)
+    embedding = encode_target(clip, args.prompt, args.truncate)
+    settings = RenderSettings.from_recipe(recipe)
+    # the same total steps as a microwave of a path with the recipe's stages, unless --steps says otherwise
+    settings.steps_per_stage = args.steps or recipe.get("stages", 10) * settings.steps_per_stage
+    output = make_output(args, "normal", target_label(args.prompt), clip, {**recipe, "stages": 1,
+                                                                         "steps_per_stage": settings.steps_per_stage})
+    with _tracker(args, "normal", output.metadata) as tracker:
+        file = render_and_save(clip, embedding[None], settings, args.seed, output, args.quiet, tracker)
+    print(f"saved {file}")
+
+
+def microwave_job(args: argparse.Namespace) -> None:
+    """Replay a baked path, optionally blended with a new prompt."""
+    from core.store import check_compatible, load_path
+
+    clip = load_clip(args.model, args.device)
+    path = load_path(args.path, device="cpu")
+    check_compatible(path, clip.embed_dim, clip.name)
+    recipe = resolve_recipe(args, base=_path_recipe(path, args))
+    stage_targets = path.guides.to(clip.device)
+    label = path.prompt
+    if args.prompt:
+        embedding = encode_target(clip, args.prompt, args.truncate)
+        stage_targets = blend(stage_targets, embedding, args.mix)
+        label = target_label(args.prompt)
+    output = make_output(args, "microwave", label, clip, recipe, {"path": str(args.path), "path_prompt": path.prompt})
+    with _tracker(args, "microwave", output.metadata) as tracker:
+        file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), args.seed, output,
+                               args.quiet, tracker)
+    print(f"saved {file}")
+
+
+def _path_recipe(path, args: argparse.Namespace) -> dict:
+    """A path's own recipe (legacy paths: the default recipe), unless --recipe names another."""
+    from core.recipes import load_recipe
+
+    if args.recipe != "default" or not path.recipe:
+        return load_recipe(args.recipe)
+    return {**load_recipe("default"), **path.recipe}
+
+
+def auto_microwave_job(args: argparse.Namespace) -> None:
+    """Blend the k baked paths nearest to a new prompt and replay the blend."""
+    from core.store import nearest_paths
+
+    clip = load_clip(args.model, args.device)
+    embedding = encode_target(clip, args.prompt, args.truncate)
+    exclude = [args.prompt] if args.leave_out else []
+    nearest = nearest_paths(args.store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
+                            embedding.cpu(), args.k, exclude_prompts=exclude)
+    for path, distance in nearest:
+        if path.embed_dim != clip.embed_dim:
+            raise UserError(f"path '{path.prompt}' has embed dim {path.embed_dim}, model {clip.name} has "
+                            f"{clip.embed_dim}")
+        print(f"using '{path.prompt}' (distance {distance:.4f})")
+    mixed = mix_paths([path.guides for path, _ in nearest], args.mode, args.seed)
+    stage_targets = blend(mixed.to(clip.device), embedding, 1 - args.path_weight)
+    recipe = resolve_recipe(args)
+    recipe["stages"] = stage_targets.shape[0]
+    output = make_output(args, f"auto-{args.mode}", target_label(args.prompt), clip, recipe,
+                         {"paths": json.dumps([path.prompt for path, _ in nearest])})
+    with _tracker(args, "auto_microwave", output.metadata) as tracker:
+        file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), args.seed, output,
+                               args.quiet, tracker)
+    print(f"saved {file}")
+
+
+def mix_paths(guides: list[torch.Tensor], mode: str, seed: int) -> torch.Tensor:
+    """One path [S, D] from k paths: `mean` per stage, or `splice` (each stage from a random path)."""
+    stages = min(g.shape[0] for g in guides)
+    stacked = torch.stack([torch.nn.functional.normalize(g[:stages].float(), dim=-1) for g in guides])
+    if mode == "mean":
+        return stacked.mean(dim=0)
+    if mode == "splice":
+        choice = torch.randint(len(guides), (stages,), generator=torch.Generator().manual_seed(seed))
+        return stacked[choice, torch.arange(stages)]
+    raise UserError(f"unknown mode '{mode}' (use mean or splice)")
+
+
+def bake_job(args: argparse.Namespace) -> None:
+    """Bake one prompt (or image) into a path in the store."""
+    summary = bake_many([args.prompt], args, batch_size=1, skip_existing=False)
+    if summary.failed:
+        raise UserError(summary.failed[0][1])
+
+
+@dataclass
+class BatchSummary:
+    """What a batch bake did."""
+
+    baked: list[str]
+    skipped: list[str]
+    failed: list[tuple[str, str]]
+    seconds: float
+    prompt_steps: int
+
+    def text(self) -> str:
+        rate = self.prompt_steps / self.seconds if self.seconds else 0.0
+        lines = [f"baked {len(self.baked)}, skipped {len(self.skipped)} (already in the store), "
+                 f"failed {len(self.failed)}; {self.seconds:.1f} s, {rate:.0f} prompt-steps/s"]
+        lines += [f"  failed: {prompt!r}: {reason}" for prompt, reason in self.failed]
+        return "\n".join(lines)
+
+
+def read_prompts(items: list[str]) -> list[str]:
+    """Prompts from arguments: a file (one prompt a line, `#` comments, blanks skipped) or literal prompts."""
+    prompts: list[str] = []
+    for item in items:
+        if Path(item).is_file() and not item.lower().endswith(IMAGE_SUFFIXES):
+            for line in Path(item).read_text(encoding="utf-8").splitlines():
+                line = line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else ""
+                if line:
+                    prompts.append(line)
+        else:
+            prompts.append(item)
+    return list(dict.fromkeys(prompts))  # keep order, drop repeats
+
+
+def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int = 1,
+              skip_existing: bool = True) -> BatchSummary:
+    """Bake prompts in batches of `batch_size`, saving each path as soon as its batch is done.
+
+    Prompts already in the store are skipped (so an interrupted batch resumes), a prompt that fails
+    does not stop the others.
+    """
+    from core.store import BakedPath, find_path, save_path
+
+    began = time.monotonic()
+    clip = load_clip(args.model, args.device)
+    recipe = resolve_recipe(args)
+    settings = RenderSettings.from_recipe(recipe)
+    meta = bake_settings(recipe, args)
+    recipe.update(stages=meta.stages, meta_steps=meta.meta_steps)
+    baked, skipped, failed = [], [], []
+    todo: list[tuple[str, torch.Tensor]] = []
+    for prompt in prompts:
+        try:
+            if find_path(args.store, target_label(prompt)) is not None and (skip_existing or not args.overwrite):
+                if skip_existing:
+                    skipped.append(prompt)
+                    continue
+                raise UserError(f"already baked: '{target_label(prompt)}' (use --overwrite to bake it again)")
+            todo.append((prompt, encode_target(clip, prompt, args.truncate)))
+        except UserError as error:
+            failed.append((prompt, str(error)))
+    prompt_steps = 0
+    for first in range(0, len(todo), batch_size):
+        batch = todo[first:first + batch_size]
+        names = [prompt for prompt, _ in batch]
+        embeddings = torch.stack([embedding for _, embedding in batch])
+        seeds = [args.seed + first + index for index in range(len(batch))]
+        try:
+            result = _bake_batch(clip, names, embeddings, settings, meta, seeds, args)
+        except (UserError, RuntimeError) as error:
+            failed += [(name, str(error).splitlines()[0]) for name in names]
+            continue
+        for index, prompt in enumerate(names):
+            path = BakedPath(prompt=target_label(prompt), guides=result.guides[index].cpu(),
+                             prompt_embedding=embeddings[index].cpu(), model_name=clip.name,
+                             embed_dim=clip.embed_dim, recipe={**recipe, **asdict(meta)},
+                             metrics=result.metrics(index),
+                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            file = save_path(args.store, path, overwrite=getattr(args, "overwrite", False))
+            baked.append(prompt)
+            print(bake_log_line(prompt, result, index, file, settings, meta))
+        prompt_steps += len(batch) * meta.meta_steps * meta.stages * settings.steps_per_stage * max(1, meta.starts)
+    return BatchSummary(baked, skipped, failed, time.monotonic() - began, prompt_steps)
+
+
+def _bake_batch(clip: Clip, names: list[str], embeddings: torch.Tensor, settings: RenderSettings,
+                meta: BakeSettings, seeds: list[int], args: argparse.Namespace):
+    from tqdm.auto import tqdm
+
+    label = names[0][:30] if len(names) == 1 else f"{len(names)} prompts"
+    bar = tqdm(total=meta.meta_steps, desc=f"bake {label}", disable=args.quiet, dynamic_ncols=True)
+    with _tracker(args, "bake", {"prompts": names, **asdict(meta), **asdict(settings)}) as tracker:
+        def on_meta_step(step: int, point: dict) -> None:
+            bar.update(1)
+            loss = point.get("meta_loss")
+            mean = sum(loss) / len(loss) if isinstance(loss, list) else loss
+            bar.set_postfix(meta_loss=f"{mean:.4f}")
+            tracker.log({"meta_loss": mean, "meta_step": step})
+
+        result = bake_prompts(clip, embeddings, settings, meta, seeds, view_seed=args.seed,
+                              on_meta_step=on_meta_step)
+    bar.close()
+    return result
+
+
+def bake_log_line(prompt: str, result, index: int, file: Path, settings: RenderSettings,
+                  meta: BakeSettings) -> str:
+    """The line a bake prints: the baked path's held-out loss beside a normal run of the same steps."""
+    baked, normal = float(result.baked_loss[index]), float(result.normal_loss[index])
+    verdict = "baking paid off" if baked < normal else "baking did not pay off"
+    change = (baked - normal) / normal * 100 if normal else 0.0
+    steps = meta.stages * settings.steps_per_stage
+    return (f"baked '{target_label(prompt)}' -> {file}\n"
+            f"  final loss on {meta.eval_starts} held-out starts: baked path {baked:.4f} vs normal run "
+            f"{normal:.4f} (same {steps} steps): {verdict} ({change:+.1f}%)")
+
+
+def batch_bake_job(args: argparse.Namespace) -> int:
+    """Bake a list of prompts, skipping those already baked, and print a summary."""
+    prompts = read_prompts(args.prompts)
+    if not prompts:
+        raise UserError("no prompts given (a file with one prompt per line, or prompts as arguments)")
+    summary = bake_many(prompts, args, batch_size=args.batch_size, skip_existing=True)
+    print(summary.text())
+    return 1 if summary.failed else 0

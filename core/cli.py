@@ -1,0 +1,108 @@
+"""What every script shares: common arguments, and turning user mistakes into one-line errors."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from core.errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults, keep the description's line breaks."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line and exit 2 (argparse's own convention)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def make_parser(description: str, recipe: bool = True) -> Parser:
+    """A parser with the options every script takes (model, device, seed, out, store, ...)."""
+    parser = Parser(description=description, formatter_class=_Formatter)
+    parser.add_argument("--model", default="auto",
+                        help="CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes'), tiny, "
+                             "scenes, scenes-judge, any clip.available_models() name, or a local weights file")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same image")
+    parser.add_argument("--out", default="outputs", help="directory for images")
+    parser.add_argument("--store", default="baked", help="directory of baked paths")
+    parser.add_argument("--truncate", action="store_true", help="cut prompts longer than 77 tokens")
+    parser.add_argument("--wandb", action="store_true", help="log losses and images to Weights & Biases")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if recipe:
+        add_recipe_arguments(parser)
+    return parser
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that override the recipe (None = keep the recipe's value)."""
+    group = parser.add_argument_group("recipe (overrides the values of --recipe)")
+    group.add_argument("--recipe", default="default", help="a recipe name in recipes/ or a YAML file")
+    group.add_argument("--size", type=int, help="image side in pixels")
+    group.add_argument("--steps-per-stage", type=int, help="inner steps per stage")
+    group.add_argument("--lr", type=float, help="pixel learning rate (Adam)")
+    group.add_argument("--tv-weight", type=float, help="total-variation weight")
+    group.add_argument("--cutn", type=int, help="augmented views per step")
+    group.add_argument("--quantize", type=int, help="colour levels of the saved image (16 = the original's "
+                                                    "pixel-art look; 0 = off)")
+    group.add_argument("--save-every", type=int, default=0, help="save a frame every N steps (0 = never)")
+    group.add_argument("--gif", action="store_true", help="also write the frames as an animated GIF")
+    group.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of saved images")
+
+
+def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of a bake (bake.py and batch_bake.py)."""
+    from core.bake import META_OPTIMIZERS, BakeSettings
+
+    defaults = BakeSettings()
+    group = parser.add_argument_group("baking")
+    group.add_argument("--stages", type=int, help=f"guides in a path (recipe default {defaults.stages})")
+    group.add_argument("--meta-steps", type=int,
+                       help=f"meta-optimisation steps or generations (recipe default {defaults.meta_steps})")
+    group.add_argument("--meta", choices=list(META_OPTIMIZERS), default=defaults.meta,
+                       help="meta-optimiser: " + "; ".join(f"{name}: {doc}" for name, (_, doc) in META_OPTIMIZERS.items()))
+    group.add_argument("--meta-lr", type=float, default=defaults.meta_lr, help="learning rate of the guides (unrolled)")
+    group.add_argument("--unroll", type=int, default=defaults.unroll,
+                       help="K: inner steps differentiated at the end of each stage (unrolled)")
+    group.add_argument("--starts", type=int, default=defaults.starts, help="random starts per meta-step")
+    group.add_argument("--prompt-pull", type=float, default=defaults.prompt_pull,
+                       help="weight of a decaying pull of the guides toward the prompt (the original's regulariser)")
+    group.add_argument("--eval-starts", type=int, default=defaults.eval_starts,
+                       help="held-out random starts for the baked-vs-normal comparison")
+    group.add_argument("--population", type=int, default=defaults.population, help="candidates a generation (cma, ga)")
+    group.add_argument("--sigma", type=float, default=defaults.sigma, help="search step (cma) / mutation strength (ga)")
+    group.add_argument("--trust-angle", type=float, default=defaults.trust_angle,
+                       help="radians a guide may turn away from the prompt (cma, ga)")
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict:
+    """The recipe values given on the command line."""
+    names = ["size", "steps_per_stage", "lr", "tv_weight", "cutn", "quantize", "stages", "meta_steps"]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Run a script's main: a `UserError` (or a full GPU) becomes one line on stderr and exit status 2."""
+    try:
+        status = main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except MemoryError:
+        print("error: out of memory (try a smaller --size, --cutn or --batch-size)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except RuntimeError as error:
+        if "out of memory" in str(error):
+            print("error: out of GPU memory (try a smaller --size, --cutn or --batch-size)", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        raise
+    sys.exit(status or 0)

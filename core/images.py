@@ -1,0 +1,181 @@
+"""Image output: PNG (with metadata) and animated GIF files that never overwrite each other.
+
+Images are float tensors ``[3, H, W]`` in ``[0, 1]``. A file name is first reserved with an
+exclusive create (so two processes writing "the same" image get ``x.png`` and ``x-1.png``),
+then the image is written to a temporary file and renamed onto the reserved name, so a reader
+never sees a half-written image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from torch import Tensor
+
+from core.errors import UserError
+from core.store import write_atomically
+
+
+def unique_path(directory: str | os.PathLike, stem: str, suffix: str = ".png") -> Path:
+    """Reserve and return a new file ``stem.png``, ``stem-1.png``, ``stem-2.png``, ...
+
+    The first free name is created empty with ``O_CREAT | O_EXCL``, which is atomic, so
+    concurrent callers never get the same name. The caller then writes (or replaces) it.
+    """
+    if not stem or stem in (".", "..") or Path(stem).name != stem or "\0" in stem:
+        raise ValueError(f"not a plain file stem: {stem!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    number = 0
+    while True:
+        name = f"{stem}{suffix}" if number == 0 else f"{stem}-{number}{suffix}"
+        candidate = directory / name
+        try:
+            fd = os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            number += 1
+            continue
+        os.close(fd)
+        return candidate
+
+
+def quantize(image: Tensor, levels: int) -> Tensor:
+    """Round values in ``[0, 1]`` to ``levels`` evenly spaced levels (16: 0, 1/15, ..., 1).
+
+    Values outside ``[0, 1]`` are clamped first. Works on any shape; the gradient of the
+    rounding is zero, so use it on outputs, not inside an optimisation.
+    """
+    if levels < 2:
+        raise ValueError(f"levels must be at least 2, got {levels}")
+    steps = levels - 1
+    return torch.round(image.clamp(0.0, 1.0) * steps) / steps
+
+
+def to_pil(image: Tensor, upscale: int = 1) -> Image.Image:
+    """An RGB PIL image from a ``[3, H, W]`` tensor in ``[0, 1]``, enlarged ``upscale`` times.
+
+    Enlarging uses nearest neighbour so every pixel of the optimised image stays a sharp block.
+    """
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be [3, H, W], got {list(image.shape)}")
+    if upscale < 1:
+        raise ValueError(f"upscale must be at least 1, got {upscale}")
+    pixels = (image.detach().to("cpu", torch.float32).clamp(0.0, 1.0) * 255).round()
+    array = pixels.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    pil = Image.fromarray(array)  # uint8 [H, W, 3] is RGB
+    if upscale > 1:
+        pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.Resampling.NEAREST)
+    return pil
+
+
+def _png_info(metadata: dict) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    for key, value in metadata.items():
+        # PNG keywords are 1-79 Latin-1 characters; a bad one is a programming mistake.
+        if not isinstance(key, str) or not 1 <= len(key) <= 79:
+            raise ValueError(f"bad PNG metadata key: {key!r}")
+        key.encode("latin-1")
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        # add_text stores non-Latin-1 text (a unicode prompt) as an iTXt chunk by itself.
+        info.add_text(key, text)
+    return info
+
+
+def _save_reserved(directory, stem: str, suffix: str, write) -> Path:
+    """Reserve a unique name, write atomically onto it; on failure free the name again."""
+    target = unique_path(directory, stem, suffix)
+    try:
+        write_atomically(target, write)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def save_png(
+    image: Tensor,
+    directory: str | os.PathLike,
+    stem: str,
+    metadata: dict | None = None,
+    upscale: int = 1,
+) -> Path:
+    """Save ``image`` ``[3, H, W]`` as a new PNG (never overwriting) and return its path.
+
+    Each ``metadata`` item becomes a PNG text chunk: strings as they are, anything else (seed,
+    the recipe dict, ...) as JSON. ``read_png_metadata`` gives them back as strings.
+    """
+    pil = to_pil(image, upscale)
+    info = _png_info(metadata or {})
+    return _save_reserved(
+        directory, stem, ".png", lambda handle: pil.save(handle, format="PNG", pnginfo=info)
+    )
+
+
+def save_gif(
+    frames: list[Tensor],
+    directory: str | os.PathLike,
+    stem: str,
+    upscale: int = 1,
+    duration_ms: int = 100,
+) -> Path:
+    """Save ``frames`` (each ``[3, H, W]``) as a new looping animated GIF and return its path.
+
+    Note that Pillow merges a frame identical to the one before it into a longer frame.
+    """
+    if not frames:
+        raise ValueError("no frames to save")
+    pils = [to_pil(frame, upscale) for frame in frames]
+
+    def write(handle) -> None:
+        pils[0].save(
+            handle,
+            format="GIF",
+            save_all=True,
+            append_images=pils[1:],
+            duration=duration_ms,
+            loop=0,
+        )
+
+    return _save_reserved(directory, stem, ".gif", write)
+
+
+def read_png_metadata(file: str | os.PathLike) -> dict[str, str]:
+    """The text chunks of a PNG as ``{key: text}``; JSON-decode values that were not strings."""
+    file = Path(file)
+    try:
+        with Image.open(file) as image:
+            if image.format != "PNG":
+                raise UserError(f"{file} is not a PNG image ({image.format})")
+            image.load()  # text chunks after the image data are only read by load()
+            return dict(image.text)
+    except FileNotFoundError:
+        raise UserError(f"no image at {file}") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{file} is not an image") from None
+    except OSError as error:
+        raise UserError(f"cannot read {file}: {error}") from None
+
+
+__all__ = ["unique_path", "quantize", "to_pil", "save_png", "save_gif", "read_png_metadata"]
+
+
+def load_image(file: str | os.PathLike, size: int | None = None) -> Tensor:
+    """An image file as a float tensor [3, H, W] in [0, 1], optionally resized to `size`x`size`.
+
+    A missing or unreadable file is a `UserError` naming it.
+    """
+    try:
+        with Image.open(file) as opened:
+            picture = opened.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"image file not found: {file}") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"cannot read image {file}: {error}") from None
+    if size is not None:
+        picture = picture.resize((size, size), Image.Resampling.BICUBIC)
+    array = torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8)
+    return array.view(picture.height, picture.width, 3).permute(2, 0, 1).float() / 255

@@ -1,0 +1,202 @@
+"""Loading CLIP models: OpenAI's by name, local weight files, the shipped scenes models, and `tiny`.
+
+Every model comes back frozen (eval mode, no parameter gradients) inside a small `Clip` dataclass that
+knows how to encode text (once, without gradients) and images (pixels in [0, 1], gradients flow).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.errors import UserError
+
+# CLIP's input normalisation (the original tool skipped it).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+TINY_NAME = "tiny"
+SCENES_NAME = "scenes"
+AUTO_NAME = "auto"
+AUTO_PREFERRED = "ViT-B/32"
+
+
+def _clip_package():
+    """Import `clip` lazily: it is slow to import and warns about pkg_resources."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import clip
+    return clip
+
+
+@dataclass
+class Clip:
+    """A frozen CLIP model with the facts the renderer needs."""
+
+    model: nn.Module
+    name: str
+    embed_dim: int
+    image_size: int
+    device: torch.device
+
+    def tokenize(self, prompts: list[str], truncate: bool = False) -> torch.Tensor:
+        """Tokens for `prompts`; an empty or over-long prompt is a `UserError`."""
+        clip = _clip_package()
+        for prompt in prompts:
+            if not prompt or not prompt.strip():
+                raise UserError("empty prompt")
+        try:
+            return clip.tokenize(prompts, truncate=truncate)
+        except RuntimeError as error:
+            raise UserError(f"prompt too long for CLIP's 77 tokens (use --truncate): {error}") from None
+
+    def encode_text(self, prompts: list[str], truncate: bool = False) -> torch.Tensor:
+        """Unit-norm float32 embeddings [N, D] of `prompts`, computed once and without gradients."""
+        tokens = self.tokenize(prompts, truncate).to(self.device)
+        with torch.no_grad():
+            return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Float32 embeddings [B, D] (not normalised) of images [B, 3, H, W] in [0, 1]; differentiable."""
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False)
+        mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+        return self.model.encode_image((images - mean) / std).float()
+
+    def encode_image_files(self, files: list[str]) -> torch.Tensor:
+        """Unit-norm embeddings [N, D] of image files (a target given as an image)."""
+        from core.images import load_image
+
+        images = torch.stack([load_image(file, self.image_size) for file in files]).to(self.device)
+        with torch.no_grad():
+            return F.normalize(self.encode_images(images), dim=-1)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present; `cpu`, `cuda`, `cuda:N` are checked against the machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device '{name}' asked for, but no CUDA GPU is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device '{name}' asked for, but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type != "cpu":
+        raise UserError(f"unsupported device '{name}' (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def build_tiny_clip(seed: int = 0) -> nn.Module:
+    """A small random-init CLIP (ViT, 32 px, embed dim 512) for tests and demos; same seed, same weights."""
+    clip = _clip_package()
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
+        torch.manual_seed(seed)
+        return clip.model.CLIP(
+            embed_dim=512, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+            context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1,
+            transformer_layers=2,
+        )
+
+
+def _freeze(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.float().to(device).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _wrap(model: nn.Module, name: str, device: torch.device) -> Clip:
+    model = _freeze(model, device)
+    return Clip(model=model, name=name, embed_dim=int(model.text_projection.shape[1]),
+                image_size=int(model.visual.input_resolution), device=device)
+
+
+def _openai_cache_file(name: str) -> Path:
+    clip = _clip_package()
+    url = clip.clip._MODELS[name]
+    return Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+
+
+def _download_reachable(name: str, timeout: float = 3.0) -> bool:
+    clip = _clip_package()
+    try:
+        urllib.request.urlopen(urllib.request.Request(clip.clip._MODELS[name], method="HEAD"), timeout=timeout)
+        return True
+    except Exception:  # any network failure means "not reachable"
+        return False
+
+
+def _is_scenes_file(path: Path) -> bool:
+    """True for a file saved by `core.scenes_clip` (checked without loading the weights)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+        return bool(pickles) and b"token_ids" in archive.read(pickles[0])
+
+
+def _load_openai(name_or_file: str, device: torch.device) -> nn.Module:
+    clip = _clip_package()
+    try:
+        model, _ = clip.load(name_or_file, device="cpu", jit=False)
+    except (RuntimeError, OSError, ValueError, KeyError) as error:
+        what = "download" if name_or_file in clip.available_models() else "read"
+        raise UserError(f"could not {what} CLIP model '{name_or_file}': {str(error).splitlines()[0]}"
+                        " (offline? try --model scenes or a local weights file)") from None
+    except Exception as error:  # urllib errors and the like while downloading
+        raise UserError(f"could not load CLIP model '{name_or_file}': {error}"
+                        " (offline? try --model scenes or a local weights file)") from None
+    return model
+
+
+def available_model_names() -> list[str]:
+    """Every name `--model` accepts besides a file path."""
+    from core.scenes_clip import SHIPPED
+
+    return [AUTO_NAME, TINY_NAME, *SHIPPED, *_clip_package().available_models()]
+
+
+def resolve_auto() -> str:
+    """ViT-B/32 when its weights are cached or can be downloaded, else the shipped scenes model."""
+    if _openai_cache_file(AUTO_PREFERRED).exists() or _download_reachable(AUTO_PREFERRED):
+        return AUTO_PREFERRED
+    print(f"notice: {AUTO_PREFERRED} weights are not cached and cannot be downloaded; using the shipped "
+          f"'{SCENES_NAME}' model (go online once, or pass --model FILE, to use {AUTO_PREFERRED})",
+          file=sys.stderr)
+    return SCENES_NAME
+
+
+def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto") -> Clip:
+    """Load a frozen CLIP by name (`auto`, `tiny`, shipped, OpenAI names) or from a local weights file."""
+    from core.scenes_clip import SHIPPED, load_scenes_clip
+
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    if name == AUTO_NAME:
+        name = resolve_auto()
+    if name == TINY_NAME:
+        return _wrap(build_tiny_clip(), name, device)
+    if name in SHIPPED:
+        return _wrap(load_scenes_clip(name, "cpu"), name, device)
+    if name in _clip_package().available_models():
+        return _wrap(_load_openai(name, device), name, device)
+    path = Path(name)
+    if path.is_file():
+        if _is_scenes_file(path):
+            return _wrap(load_scenes_clip(str(path), "cpu"), path.name, device)
+        return _wrap(_load_openai(str(path), device), path.name, device)
+    raise UserError(f"unknown model '{name}': use a file path or one of {', '.join(available_model_names())}")

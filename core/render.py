@@ -1,0 +1,224 @@
+"""The pixel renderer: optimise raw RGB pixels toward CLIP targets, one target per stage.
+
+One function, `replay`, runs the inner loop for a batch of P prompts at once (pixels [P,3,H,W], stage
+targets [P,S,D]); `normal`, `microwave`, `auto_microwave` and the bake all call it. It uses a
+*functional* Adam so the same loop can also be differentiated (see `unroll`), which is how a bake's
+meta-loss reaches the guides.
+
+Pixels are kept raw (unbounded) and mapped to an image by `(raw + 1) / 2`; the range penalty keeps the
+image in [0, 1], and CLIP sees it normalised by its own mean/std (`Clip.encode_images`).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field, fields
+from typing import Callable
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from core.losses import range_penalty, spherical_distance, total_variation
+from core.models import Clip
+
+
+@dataclass
+class RenderSettings:
+    """How pixels are optimised: the inner loop of every script (a recipe's render part)."""
+
+    size: int = 128
+    steps_per_stage: int = 30
+    lr: float = 0.12
+    weight_decay: float = 0.0
+    tv_weight: float = 1.4
+    range_weight: float = 1.0
+    cutn: int = 8
+    views: list | None = None  # transform chain (core.transforms); None = the default cutouts
+    constraints: list = field(default_factory=list)  # core.constraints config
+    postproc: list = field(default_factory=list)  # core.postproc config
+
+    @classmethod
+    def from_recipe(cls, recipe: dict) -> "RenderSettings":
+        """The render part of a recipe dict (unknown keys belong to other parts and are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in recipe.items() if key in names and value is not None})
+
+
+@dataclass
+class AdamState:
+    """Adam's running moments for the pixels; plain tensors so updates can stay in the autograd graph."""
+
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    step: int = 0
+
+
+def adam_update(grad: torch.Tensor, pixels: torch.Tensor, state: AdamState, lr: float,
+                weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+    """One AdamW step as a pure function: returns (update to add to pixels, new state).
+
+    Differentiable in `grad` and `pixels` when they carry a graph; the moments carried to the next step
+    are detached (the meta-gradient flows through the pixels only, see `replay`).
+    """
+    beta1, beta2 = betas
+    step = state.step + 1
+    exp_avg = state.exp_avg * beta1 + grad * (1 - beta1)
+    exp_avg_sq = state.exp_avg_sq * beta2 + grad * grad * (1 - beta2)
+    bias1 = 1 - beta1 ** step
+    bias2 = 1 - beta2 ** step
+    update = -lr * (exp_avg / bias1) / ((exp_avg_sq / bias2).sqrt() + eps) - lr * weight_decay * pixels
+    return update, AdamState(exp_avg.detach(), exp_avg_sq.detach(), step)
+
+
+def to_image(pixels: torch.Tensor) -> torch.Tensor:
+    """Raw pixels -> image values (ideally in [0, 1]); not clamped, so gradients flow everywhere."""
+    return (pixels + 1) / 2
+
+
+def from_image(images: torch.Tensor) -> torch.Tensor:
+    """Image values in [0, 1] -> raw pixels (the inverse of `to_image`)."""
+    return images * 2 - 1
+
+
+def random_pixels(seeds: list[int], size: int, device: torch.device) -> torch.Tensor:
+    """Uniform random raw pixels [P,3,size,size], one seeded generator per prompt.
+
+    Per-prompt generators make a prompt's start independent of what else is in the batch.
+    """
+    starts = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(int(seed))
+        starts.append(torch.rand(3, size, size, generator=generator) * 2 - 1)
+    return torch.stack(starts).to(device)
+
+
+@dataclass
+class Pipeline:
+    """The recipe's pluggable parts, built once per run."""
+
+    views: Callable  # (images, progress, generator, n_views) -> views [P*n_views, 3, r, r]
+    constraints: Callable  # (images, progress) -> [P]
+    postproc: Callable  # (images, progress) -> images
+
+    @classmethod
+    def build(cls, settings: RenderSettings, clip: Clip) -> "Pipeline":
+        from core.constraints import build_constraints
+        from core.postproc import build_postproc
+        from core.transforms import DEFAULT_VIEWS, build_chain
+
+        views = settings.views if settings.views is not None else DEFAULT_VIEWS
+        return cls(build_chain(views, clip.image_size), build_constraints(settings.constraints),
+                   build_postproc(settings.postproc))
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (CLIP is fast and accurate enough there); full precision on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def guide_loss(clip: Clip, pixels: torch.Tensor, targets: torch.Tensor, settings: RenderSettings,
+               pipeline: Pipeline, progress: float, generator: torch.Generator) -> torch.Tensor:
+    """The inner loss per prompt [P]: mean spherical distance of the views to the target + regularisers."""
+    images = to_image(pixels)
+    batch = images.shape[0]
+    views = pipeline.views(images, progress, generator, settings.cutn)
+    with autocast_for(pixels.device):
+        embeddings = clip.encode_images(views)
+    embeddings = embeddings.view(batch, settings.cutn, -1)
+    distance = spherical_distance(embeddings, targets[:, None, :]).mean(dim=1)
+    return (distance + settings.tv_weight * total_variation(images)
+            + settings.range_weight * range_penalty(images) + pipeline.constraints(images, progress))
+
+
+def final_loss(clip: Clip, pixels: torch.Tensor, prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """The meta-loss per prompt [P]: spherical distance of the whole final image to the prompt."""
+    with autocast_for(pixels.device):
+        embeddings = clip.encode_images(to_image(pixels).clamp(0, 1))
+    return spherical_distance(embeddings, prompt_embeddings)
+
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, start: torch.Tensor,
+           view_seed: int = 0, unroll: int = 0, on_step: StepCallback | None = None,
+           pipeline: Pipeline | None = None) -> torch.Tensor:
+    """Optimise `start` raw pixels [P,3,H,W] toward stage_targets [P,S,D], `steps_per_stage` steps a stage.
+
+    One Adam runs through all stages, so a path whose stages all equal the prompt is exactly a plain
+    ("normal") run of the same total steps.
+
+    `unroll=K > 0` keeps the autograd graph of the last K steps of every stage (functional Adam with
+    `create_graph`), so a loss on the returned pixels can be differentiated w.r.t. `stage_targets`.
+    The other steps are treated as identity maps of the pixels (their update is detached): the
+    gradient passes through them unchanged instead of being cut. This truncated, stage-wise unroll
+    costs S·K double-backward steps of memory instead of S·steps.
+
+    `on_step(step, pixels, losses)` is called after every step (losses detached, [P]).
+    View augmentations are drawn from one generator seeded with `view_seed` and shared by all prompts
+    of the batch, so a prompt's run does not depend on the batch it is in.
+    """
+    pipeline = pipeline or Pipeline.build(settings, clip)
+    prompts, stages, _ = stage_targets.shape
+    generator = torch.Generator(device=clip.device).manual_seed(int(view_seed))
+    pixels = start
+    state = AdamState(torch.zeros_like(start), torch.zeros_like(start))
+    total = stages * settings.steps_per_stage
+    # double backward through attention needs the math kernel
+    attention = sdpa_kernel(SDPBackend.MATH) if unroll > 0 else contextlib.nullcontext()
+    with attention, torch.enable_grad():  # the inner loop needs gradients even under no_grad
+        for step in range(total):
+            stage, within = divmod(step, settings.steps_per_stage)
+            differentiable = unroll > 0 and within >= settings.steps_per_stage - unroll
+            targets = stage_targets[:, stage]
+            progress = step / total
+            if differentiable:
+                if not pixels.requires_grad:
+                    pixels = pixels.detach().requires_grad_(True)
+                losses = guide_loss(clip, pixels, targets, settings, pipeline, progress, generator)
+                (grad,) = torch.autograd.grad(losses.sum(), pixels, create_graph=True)
+                update, state = adam_update(grad, pixels, state, settings.lr, settings.weight_decay)
+            else:
+                leaf = pixels.detach().requires_grad_(True)
+                losses = guide_loss(clip, leaf, targets.detach(), settings, pipeline, progress, generator)
+                (grad,) = torch.autograd.grad(losses.sum(), leaf)
+                update, state = adam_update(grad, leaf.detach(), state, settings.lr, settings.weight_decay)
+                update = update.detach()
+            pixels = pixels + update
+            if settings.postproc:
+                with torch.no_grad():
+                    edited = from_image(pipeline.postproc(to_image(pixels.detach()), progress))
+                pixels = pixels + (edited - pixels.detach())  # straight-through: the edit has no gradient
+            if on_step is not None:
+                on_step(step, pixels.detach(), losses.detach())
+    return pixels
+
+
+def blend(stage_targets: torch.Tensor, prompt_embedding: torch.Tensor, prompt_weight: float) -> torch.Tensor:
+    """Stage targets [.., S, D] mixed with a prompt embedding [.., D]: (1−w)·stage + w·prompt, unit inputs."""
+    stages = torch.nn.functional.normalize(stage_targets, dim=-1)
+    prompt = torch.nn.functional.normalize(prompt_embedding, dim=-1).unsqueeze(-2)
+    return (1 - prompt_weight) * stages + prompt_weight * prompt
+
+
+class ProgressReporter:
+    """An `on_step` callback driving a tqdm bar; reads the loss (a host sync) at most every 0.5 s."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, interval: float = 0.5):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+        self.interval = interval
+        self.last = 0.0
+
+    def __call__(self, step: int, pixels: torch.Tensor, losses: torch.Tensor) -> None:
+        self.bar.update(1)
+        now = time.monotonic()
+        if now - self.last > self.interval:
+            self.last = now
+            self.bar.set_postfix(loss=f"{losses.mean().item():.4f}")
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,127 @@
+"""The shipped scenes CLIP: small `clip.model.CLIP`s trained on drawn scenes (core/scenes.py).
+
+Two models ship in `models/`:
+- `scenes`: the guide model (`--model scenes`);
+- `scenes-judge`: a held-out judge with another architecture and another training seed. It never guides;
+  it only scores, so an image that fools the guide does not automatically fool the judge.
+
+Both take CLIP-normalised images (`normalise`) at `model.visual.input_resolution` pixels and text from
+`clip.tokenize` (context length 77); both embed into 512 dimensions.
+
+A file holds a dict (loadable with `torch.load(..., weights_only=True)`):
+    arch: the `clip.model.CLIP` constructor arguments
+    training: how it was trained (seed, steps, batch size, ...; plain numbers and strings)
+    token_ids: the rows of the text token-embedding table that are stored
+    state_dict: the weights in float16; `token_embedding.weight` holds only the rows `token_ids`
+The 49408-row token table would dominate the file, but captions use only a few dozen tokens; the other rows
+are rebuilt as zeros on load (the model never saw those tokens, so they carry no information anyway).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from clip.model import CLIP
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+SHIPPED: dict[str, Path] = {
+    "scenes": MODELS_DIR / "scenes.pt",
+    "scenes-judge": MODELS_DIR / "scenes-judge.pt",
+}
+
+# Constructor arguments of `clip.model.CLIP`. Heads are width // 64, as in the clip package.
+ARCHS: dict[str, dict[str, int]] = {
+    "scenes": dict(
+        embed_dim=512, image_resolution=48, vision_layers=4, vision_width=192, vision_patch_size=8,
+        context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=3,
+    ),
+    # Different patch size, width and depth of both towers, so the judge does not share the guide's blind spots.
+    "scenes-judge": dict(
+        embed_dim=512, image_resolution=48, vision_layers=4, vision_width=128, vision_patch_size=6,
+        context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=4,
+    ),
+}
+
+# CLIP's image normalisation (the clip package's preprocessing), used for training and for every caller.
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """CLIP-normalise images [B, 3, H, W] in [0, 1] (differentiable)."""
+    mean = torch.tensor(IMAGE_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def resolve_arch(arch_name_or_dict: str | dict) -> dict[str, int]:
+    """The constructor arguments for an architecture name in ARCHS, or a copy of the dict given."""
+    if isinstance(arch_name_or_dict, dict):
+        return dict(arch_name_or_dict)
+    if arch_name_or_dict not in ARCHS:
+        raise ValueError(f"unknown scenes CLIP architecture {arch_name_or_dict!r}; known: {sorted(ARCHS)}")
+    return dict(ARCHS[arch_name_or_dict])
+
+
+def build_scenes_clip(arch_name_or_dict: str | dict) -> CLIP:
+    """A freshly initialised float32 `clip.model.CLIP` of the given architecture."""
+    return CLIP(**resolve_arch(arch_name_or_dict)).float()
+
+
+def save_scenes_clip(model: CLIP, arch: str | dict, path: str | Path, token_ids: list[int],
+                     training: dict | None = None) -> None:
+    """Save `model` compactly (float16, only the `token_ids` rows of the token table) to `path`, atomically.
+
+    `training` records how the model was made (plain numbers and strings only).
+    """
+    path = Path(path)
+    token_ids = sorted(set(int(token) for token in token_ids))
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if name == "token_embedding.weight":
+            tensor = tensor[token_ids]
+        state[name] = tensor.detach().to("cpu", torch.float16).clone()
+    payload = {
+        "arch": resolve_arch(arch),
+        "training": dict(training or {}),
+        "token_ids": torch.tensor(token_ids, dtype=torch.long),
+        "state_dict": state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)  # readers never see a half-written file
+
+
+def read_scenes_clip_file(name_or_path: str | Path) -> dict:
+    """The raw saved dict (arch, training, token_ids, state_dict) of a shipped name or a file path."""
+    path = SHIPPED.get(str(name_or_path), Path(name_or_path))
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no scenes CLIP weights at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_scenes_clip(name_or_path: str | Path, device: str | torch.device = "cpu") -> CLIP:
+    """Load a shipped scenes CLIP ('scenes', 'scenes-judge') or a saved file, float32, eval, frozen."""
+    payload = read_scenes_clip_file(name_or_path)
+    arch = payload["arch"]
+    model = build_scenes_clip(arch)
+    state = {name: tensor.float() for name, tensor in payload["state_dict"].items()}
+    # Rebuild the full token table: stored rows where they belong, zeros elsewhere.
+    stored_rows = state["token_embedding.weight"]
+    full_table = torch.zeros(arch["vocab_size"], stored_rows.shape[1])
+    full_table[payload["token_ids"]] = stored_rows
+    state["token_embedding.weight"] = full_table
+    # A model trained with a shorter context stores fewer position rows; with the causal mask, positions
+    # after the end-of-text token never influence the text embedding, so zero rows there change nothing.
+    positions = state["positional_embedding"]
+    if positions.shape[0] < arch["context_length"]:
+        padded = torch.zeros(arch["context_length"], positions.shape[1])
+        padded[: positions.shape[0]] = positions
+        state["positional_embedding"] = padded
+    model.load_state_dict(state)
+    model.eval().requires_grad_(False)
+    return model.to(device)

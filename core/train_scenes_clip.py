@@ -1,0 +1,154 @@
+"""Train a scenes CLIP contrastively on freshly drawn scenes and captions (core/scenes.py).
+
+Every step draws a new batch: half random scenes (one or two objects), half "twins" of those scenes that
+differ in exactly one attribute (colour, shape, size, position, background, or two objects swapped). The
+twins are hard negatives: to tell a scene from its twin the model has to see that attribute.
+Loss: symmetric InfoNCE with a learnable logit scale, as in CLIP. Reproducible from --seed.
+
+    python -m core.train_scenes_clip --arch scenes --seed 0 --steps 3000 --batch-size 256 --out models/scenes.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import clip
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from core import scenes
+from core.scenes_clip import build_scenes_clip, load_scenes_clip, normalise, resolve_arch, save_scenes_clip
+from core.scenes_eval import markdown_table, zero_shot_accuracy
+
+# Training tokenises to this many positions instead of 77: captions are short, and with CLIP's causal mask
+# the text embedding (read at the end-of-text token) does not depend on later positions, so the shipped
+# 77-position model gives the same embeddings (the extra position rows are zeros, see scenes_clip).
+TRAINING_CONTEXT = 32
+
+
+def training_batch(rng: np.random.Generator, batch_size: int, image_size: int
+                   ) -> tuple[torch.Tensor, list[str]]:
+    """(images [B, 3, S, S] in [0, 1] with a little noise, captions): scenes and their one-attribute twins."""
+    base = [scenes.sample_scene(rng) for _ in range(batch_size - batch_size // 2)]
+    twins = [scenes.vary_one_attribute(scene, rng) for scene in base[: batch_size // 2]]
+    batch = base + twins
+    captions = [scenes.caption(scene, rng) for scene in batch]
+    images = torch.stack([scenes.render_scene(scene, image_size) for scene in batch])
+    # Pixel noise of random strength, so the model also reads noisy (e.g. half-optimised) images.
+    noise_strength = torch.from_numpy(rng.uniform(0.0, 0.08, size=(len(batch), 1, 1, 1)).astype(np.float32))
+    noise = torch.from_numpy(rng.standard_normal(images.shape).astype(np.float32))
+    images = (images + noise_strength * noise).clamp(0.0, 1.0)
+    return images, captions
+
+
+def contrastive_loss(model, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE: image i belongs with caption i, against every other caption (and vice versa)."""
+    logits_per_image, logits_per_text = model(normalise(images), tokens)
+    targets = torch.arange(len(images))
+    return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to `peak`, then cosine decay to 5 % of it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def vocabulary_token_ids() -> list[int]:
+    """Token ids of every caption word plus start/end of text: the token-table rows worth saving."""
+    tokens = clip.tokenize(scenes.caption_words())
+    return sorted(set(tokens.flatten().tolist()) - {0})
+
+
+def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float = 5e-4,
+          warmup: int = 200, weight_decay: float = 0.1, threads: int = 1, save_every: int = 500,
+          eval_n: int = 200, eval_seed: int = 999_999, bf16: bool = True,
+          max_minutes: float | None = None) -> dict[str, float]:
+    """Train a scenes CLIP of `arch` from `seed`, save it to `out`; return held-out zero-shot accuracy.
+
+    `max_minutes` stops early (and saves) if the wall-clock budget runs out before `steps`.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    shipped_arch = resolve_arch(arch)
+    model = build_scenes_clip({**shipped_arch, "context_length": TRAINING_CONTEXT})
+    image_size = shipped_arch["image_resolution"]
+
+    # No weight decay on gains, biases, embeddings and the logit scale, as usual for transformers.
+    decayed = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in name]
+    not_decayed = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in name)]
+    optimiser = torch.optim.AdamW([{"params": decayed, "weight_decay": weight_decay},
+                                   {"params": not_decayed, "weight_decay": 0.0}],
+                                  lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    settings = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                    weight_decay=weight_decay, threads=threads, training_context=TRAINING_CONTEXT, bf16=bf16,
+                    data="core.scenes: half random scenes, half one-attribute twins; pixel noise up to 0.08")
+    token_ids = vocabulary_token_ids()
+
+    def save(done_steps: int, seconds: float) -> None:
+        training = {**settings, "steps_done": done_steps, "train_seconds": round(seconds, 1)}
+        save_scenes_clip(model, shipped_arch, out, token_ids, training)
+
+    started = time.time()
+    done_steps = steps
+    progress = tqdm(range(steps), desc=f"training {arch}", mininterval=5.0)
+    for step in progress:
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, warmup)
+        images, captions = training_batch(rng, batch_size, image_size)
+        tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
+        # bfloat16 matmuls roughly halve the CPU time; weights and optimiser state stay float32.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = contrastive_loss(model, images, tokens)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))  # CLIP caps the temperature at 100
+        progress.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        if (step + 1) % save_every == 0 and step + 1 < steps:
+            save(step + 1, time.time() - started)
+        if max_minutes is not None and time.time() - started > 60 * max_minutes:
+            done_steps = step + 1
+            print(f"stopping after {done_steps} steps: the {max_minutes} minute budget is spent")
+            break
+    seconds = time.time() - started
+    save(done_steps, seconds)
+
+    # Evaluate what ships: the saved file, loaded back with the 77-position text context.
+    accuracy = zero_shot_accuracy(load_scenes_clip(out), n=eval_n, seed=eval_seed)
+    print(f"trained {arch} for {done_steps} steps of {batch_size} in {seconds / 60:.1f} min ({threads} thread(s));"
+          f" saved {out}")
+    print(markdown_table({f"{arch} (held-out seed {eval_seed})": accuracy}))
+    return accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--arch", default="scenes", help="architecture name in core.scenes_clip.ARCHS")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of the drawn data")
+    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=256, help="image-caption pairs per step")
+    parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
+    parser.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--save-every", type=int, default=500, help="save a checkpoint every this many steps")
+    parser.add_argument("--eval-n", type=int, default=200, help="held-out scenes per attribute at the end")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32 throughout")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall-clock time")
+    parser.add_argument("--out", default="models/scenes.pt", help="where to save the weights")
+    args = parser.parse_args()
+    train(args.arch, args.seed, args.steps, args.batch_size, args.out, lr=args.lr, warmup=args.warmup,
+          threads=args.threads, save_every=args.save_every, eval_n=args.eval_n, bf16=args.bf16,
+          max_minutes=args.max_minutes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""View transforms: the augmented views of the pixels that CLIP is shown (CLIPig's `transforms`).
+
+Every transform works on a whole batch `[N, 3, H, W]` at once, draws its per-image random
+parameters from a `torch.Generator` in one call (no Python loop over images), and is built from
+twice-differentiable operations (`grid_sample`, `gather`, `interpolate`, `conv2d`), because the bake
+differentiates through the renderer's own gradient steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from core.errors import UserError
+from core.registry import Configured, Param, Registry
+
+TRANSFORMS = Registry(
+    "transform",
+    "Transforms (views)",
+    """
+    The `views` of a recipe: a chain of transforms applied to every view CLIP sees.
+    The chain first repeats each image `cutn` times (the views of image `i` are rows
+    `i*cutn ... i*cutn+cutn-1`), applies each active transform in order with fresh random
+    parameters per view, then resizes the views to the CLIP input resolution if needed.
+    Without a `views` list the default chain (`cutouts` with a little noise) is used.
+    """,
+)
+
+DEFAULT_VIEWS = [
+    {"cutouts": {"scale": [0.5, 1.0], "whole": 0.125, "flip": 0.5, "degree": [-5, 5], "shear": [-3, 3],
+                 "noise": 0.02}},
+]
+
+LUMINANCE = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What a transform may need besides its parameters."""
+
+    generator: torch.Generator
+    base_size: int  # the smaller side of the images given to the chain; float sizes are multiples of it
+    out_size: int  # the CLIP input resolution the chain ends at
+    n_views: int  # views per image
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _uniform(context: ViewContext, count: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
+    """`count` uniform numbers in [low, high], drawn in one call on the generator's device."""
+    generator = context.generator
+    draws = torch.rand(count, generator=generator, device=generator.device)
+    return (low + (high - low) * draws).to(device=like.device, dtype=like.dtype)
+
+
+def _chance(context: ViewContext, count: int, probability: float, device: torch.device) -> torch.Tensor:
+    """`count` booleans, each true with `probability`."""
+    generator = context.generator
+    return (torch.rand(count, generator=generator, device=generator.device) < probability).to(device)
+
+
+def _pixels(size: int | float, context: ViewContext) -> int:
+    """A size parameter in pixels: ints are pixels, floats multiples of the chain's input side."""
+    if isinstance(size, int):
+        return size
+    return max(1, int(round(size * context.base_size)))
+
+
+def gather_windows(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Per-image pixel windows: `out[n, :, i, j] = images[n, :, rows[n, i], cols[n, j]]`.
+
+    `rows` is `[N, h]`, `cols` `[N, w]` (long). Built from two `gather`s, so it is linear in the
+    images and differentiable any number of times.
+    """
+    count, channels, height, width = images.shape
+    row_index = rows[:, None, :, None].expand(count, channels, rows.shape[1], width)
+    picked_rows = images.gather(2, row_index)
+    col_index = cols[:, None, None, :].expand(count, channels, rows.shape[1], cols.shape[1])
+    return picked_rows.gather(3, col_index)
+
+
+def roll_images(images: torch.Tensor, shift_rows: torch.Tensor, shift_cols: torch.Tensor) -> torch.Tensor:
+    """`torch.roll` with a different (wrap-around) shift per image; shifts are `[N]` integer tensors."""
+    _, _, height, width = images.shape
+    device = images.device
+    rows = (torch.arange(height, device=device)[None, :] - shift_rows.to(device)[:, None]) % height
+    cols = (torch.arange(width, device=device)[None, :] - shift_cols.to(device)[:, None]) % width
+    return gather_windows(images, rows, cols)
+
+
+def gaussian_kernel(kernel_size: int, sigma: float | None, device, dtype) -> torch.Tensor:
+    """A normalised 1-D gaussian; sigma None picks the usual `0.3 * ((k - 1) / 2 - 1) + 0.8`."""
+    if sigma is None or sigma <= 0:
+        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    positions = torch.arange(kernel_size, device=device, dtype=dtype) - (kernel_size - 1) / 2
+    kernel = torch.exp(-positions**2 / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(images: torch.Tensor, kernel_size: int, sigma: float | None = None) -> torch.Tensor:
+    """Separable gaussian blur with reflected borders; keeps the shape, twice differentiable."""
+    _, channels, height, width = images.shape
+    # Reflection padding needs the pad to be smaller than the side, and kernels must be odd.
+    largest = 2 * min(height, width) - 1
+    kernel_size = min(int(kernel_size), largest)
+    if kernel_size % 2 == 0:
+        kernel_size -= 1
+    if kernel_size <= 1:
+        return images
+    kernel = gaussian_kernel(kernel_size, sigma, images.device, images.dtype)
+    pad = kernel_size // 2
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    horizontal = kernel.view(1, 1, 1, kernel_size).expand(channels, 1, 1, kernel_size)
+    vertical = kernel.view(1, 1, kernel_size, 1).expand(channels, 1, kernel_size, 1)
+    blurred = F.conv2d(padded, horizontal, groups=channels)
+    return F.conv2d(blurred, vertical, groups=channels)
+
+
+def border_mask(height: int, width: int, size: int, device=None) -> torch.Tensor:
+    """`[H, W]` booleans: true within `size` pixels of an edge."""
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    near_row = (rows < size) | (rows >= height - size)
+    near_col = (cols < size) | (cols >= width - size)
+    return near_row[:, None] | near_col[None, :]
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize to `size x size`: area averaging when shrinking (no aliasing), bilinear when growing."""
+    height, width = images.shape[-2:]
+    if (height, width) == (size, size):
+        return images
+    if height >= size and width >= size:
+        return F.interpolate(images, size=(size, size), mode="area")
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _pixel_linear_to_theta(linear: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A linear map in pixel units `[N, 2, 2]` expressed in grid_sample's normalised coordinates."""
+    # Normalised x spans width pixels and y height pixels, so rotations must be conjugated by the
+    # aspect ratio to stay rotations (not shears) on non-square images.
+    scale = linear.new_tensor([width / 2, height / 2])
+    return linear * scale[None, None, :] / scale[None, :, None]
+
+
+def _sample(images: torch.Tensor, theta: torch.Tensor, size: tuple[int, int], padding: str) -> torch.Tensor:
+    """One `affine_grid` + `grid_sample` for the whole batch; `theta` maps output to input coordinates."""
+    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], *size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+def _rotations(angles_degrees: torch.Tensor) -> torch.Tensor:
+    radians = angles_degrees * (math.pi / 180)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+
+
+PADDING = Param(
+    "padding", "reflection", "what is seen outside the image", kind="text",
+    choices=("zeros", "border", "reflection"),
+)
+
+
+# ---------------------------------------------------------------- entries
+
+
+@TRANSFORMS.register(
+    Param("std", (0.1,), "standard deviation, one value or one per channel (R G B)", kind="floats",
+          count=(1, 3), minimum=0),
+)
+def noise(images, values, context):
+    """Add gaussian noise.
+
+    Noise hides small pixel patterns from CLIP, so only features it is sure about grow.
+    """
+    std = images.new_tensor(values["std"]).view(1, -1, 1, 1)
+    generator = context.generator
+    draws = torch.randn(images.shape, generator=generator, device=generator.device)
+    return images + draws.to(device=images.device, dtype=images.dtype) * std
+
+
+@TRANSFORMS.register(
+    Param("shift", (0.0, 1.0), "range of the shift as a fraction of the side (drawn per axis)", kind="floats",
+          count=(2,)),
+)
+def random_shift(images, values, context):
+    """Shift each view by a random amount, wrapping around the edges.
+
+    The wrap-around makes the result a seamless texture; shifts are whole pixels,
+    `round(fraction * side)`, drawn separately for x and y.
+    """
+    count, _, height, width = images.shape
+    low, high = values["shift"]
+    fractions = _uniform(context, 2 * count, low, high, images).view(2, count)
+    shift_rows = torch.round(fractions[0] * height).long()
+    shift_cols = torch.round(fractions[1] * width).long()
+    return roll_images(images, shift_rows, shift_cols)
+
+
+@TRANSFORMS.register(
+    Param("degree", (-10.0, 10.0), "range of the rotation angle in degrees", kind="floats", count=(2,)),
+    Param("center", (0.5, 0.5), "range of the rotation centre as a fraction of the image (drawn per axis)",
+          kind="floats", count=(2,), minimum=0, maximum=1),
+    PADDING,
+)
+def random_rotate(images, values, context):
+    """Rotate each view by a random angle around a random centre (positive angles turn counter-clockwise).
+
+    Rotation breaks the pixel grid that CLIP otherwise fills with high-frequency artefacts.
+    """
+    count, _, height, width = images.shape
+    low, high = values["degree"]
+    angles = _uniform(context, count, low, high, images)
+    center_low, center_high = values["center"]
+    centers = _uniform(context, 2 * count, center_low, center_high, images).view(count, 2) * 2 - 1
+    linear = _pixel_linear_to_theta(_rotations(angles), height, width)
+    # input = c + A (p - c): rotate about the centre c.
+    translation = centers - (linear @ centers[:, :, None])[:, :, 0]
+    theta = torch.cat([linear, translation[:, :, None]], dim=2)
+    return _sample(images, theta, (height, width), values["padding"])
+
+
+@TRANSFORMS.register(
+    Param("scale", (0.9, 1.1), "range of the zoom; above 1 zooms in, below 1 shows more than the image",
+          kind="floats", count=(2,), minimum=0.01),
+    PADDING,
+)
+def random_scale(images, values, context):
+    """Zoom each view by a random factor about the image centre."""
+    count, _, height, width = images.shape
+    low, high = values["scale"]
+    scales = _uniform(context, count, low, high, images)
+    theta = images.new_zeros(count, 2, 3)
+    theta[:, 0, 0] = 1 / scales
+    theta[:, 1, 1] = 1 / scales
+    return _sample(images, theta, (height, width), values["padding"])
+
+
+@TRANSFORMS.register(
+    Param("size", 0.75, "side of the crop", kind="size"),
+)
+def random_crop(images, values, context):
+    """Cut a square window of `size` from a random position of each view."""
+    count, _, height, width = images.shape
+    size = _pixels(values["size"], context)
+    if size > min(height, width):
+        raise UserError(f"random_crop size {size} px is larger than the image ({width}x{height} px)")
+    generator = context.generator
+    tops = torch.randint(0, height - size + 1, (count,), generator=generator, device=generator.device)
+    lefts = torch.randint(0, width - size + 1, (count,), generator=generator, device=generator.device)
+    offsets = torch.arange(size, device=images.device)
+    rows = tops.to(images.device)[:, None] + offsets
+    cols = lefts.to(images.device)[:, None] + offsets
+    return gather_windows(images, rows, cols)
+
+
+@TRANSFORMS.register(
+    Param("size", 1.0, "side of the crop", kind="size"),
+)
+def center_crop(images, values, context):
+    """Cut a square window of `size` from the centre (e.g. one tile back after `repeat`)."""
+    _, _, height, width = images.shape
+    size = _pixels(values["size"], context)
+    if size > min(height, width):
+        raise UserError(f"center_crop size {size} px is larger than the image ({width}x{height} px)")
+    top, left = (height - size) // 2, (width - size) // 2
+    return images[:, :, top: top + size, left: left + size]
+
+
+@TRANSFORMS.register(
+    Param("count", 2, "tiles per side", kind="int", minimum=1),
+)
+def repeat(images, values, context):
+    """Tile the image `count` x `count` times.
+
+    With `random_rotate` and `center_crop` afterwards, the corners of a rotated view show
+    the neighbouring tile instead of padding, so the image edges get trained as well.
+    """
+    count = values["count"]
+    return images.repeat(1, 1, count, count)
+
+
+@TRANSFORMS.register(
+    Param("factor", 0.5, "contrast multiplier", kind="float"),
+    Param("center", 0.5, "value that stays fixed (0: plain multiplication)", kind="float"),
+)
+def mul(images, values, context):
+    """Scale the contrast: `center + (pixel - center) * factor`.
+
+    Showing CLIP a low-contrast view (factor < 1) makes the pixels move further per step,
+    which raises the contrast of the result.
+    """
+    return values["center"] + (images - values["center"]) * values["factor"]
+
+
+@TRANSFORMS.register(
+    Param("kernel_size", 3, "kernel side in pixels (made odd)", kind="int", minimum=1),
+    Param("sigma", None, "standard deviation in pixels; none derives it from the kernel size", kind="float",
+          minimum=0),
+)
+def blur(images, values, context):
+    """Gaussian blur."""
+    return gaussian_blur(images, values["kernel_size"], values["sigma"])
+
+
+@TRANSFORMS.register(
+    Param("probability", 0.5, "chance that a view is mirrored", kind="float", minimum=0, maximum=1),
+)
+def flip(images, values, context):
+    """Mirror views horizontally at random."""
+    flipped = _chance(context, images.shape[0], values["probability"], images.device)
+    return torch.where(flipped[:, None, None, None], images.flip(-1), images)
+
+
+@TRANSFORMS.register(
+    Param("scale", (0.5, 1.0), "range of the crop side as a fraction of the image side", kind="floats",
+          count=(2,), minimum=0.01, maximum=1),
+    Param("whole", 0.125, "fraction of each image's views that show the whole image", kind="float",
+          minimum=0, maximum=1),
+    Param("flip", 0.5, "chance that a view is mirrored", kind="float", minimum=0, maximum=1),
+    Param("degree", (-5.0, 5.0), "range of the rotation in degrees", kind="floats", count=(2,)),
+    Param("shear", (-3.0, 3.0), "range of the shear in degrees", kind="floats", count=(2,)),
+    Param("grayscale", 0.0, "chance that a view is shown in grey", kind="float", minimum=0, maximum=1),
+    Param("noise", 0.02, "standard deviation of gaussian noise added to the views", kind="float", minimum=0),
+    PADDING,
+)
+def cutouts(images, values, context):
+    """Random square crops at several scales, sampled straight to the CLIP resolution.
+
+    Each view is a crop whose side is a random fraction (`scale`) of the image side at a random
+    position, with a small random rotation and shear and an optional mirror; the first
+    `round(whole * cutn)` views of each image show the whole image instead. All views are sampled
+    with one `affine_grid` + `grid_sample`, then noise is added. Usually the first transform of a chain.
+    """
+    count, channels, height, width = images.shape
+    out_size = context.out_size
+    side = min(height, width)
+    scale_low, scale_high = values["scale"]
+    # Bilinear sampling of a crop much larger than the output aliases; area-shrink first.
+    shrink = int(scale_low * side // out_size)
+    if shrink >= 2:
+        images = F.interpolate(images, size=(height // shrink, width // shrink), mode="area")
+        height, width = images.shape[-2:]
+        side = min(height, width)
+
+    scales = _uniform(context, count, scale_low, scale_high, images)
+    view_index = torch.arange(count, device=images.device) % context.n_views
+    whole = view_index < round(values["whole"] * context.n_views)
+    scales = torch.where(whole, torch.ones_like(scales), scales)
+
+    # Crop side in normalised units per axis; the centre keeps the crop inside the image.
+    extent_x = scales * side / width
+    extent_y = scales * side / height
+    offsets = _uniform(context, 2 * count, -1.0, 1.0, images).view(2, count)
+    centers = torch.stack([offsets[0] * (1 - extent_x), offsets[1] * (1 - extent_y)], dim=1)
+
+    degree_low, degree_high = values["degree"]
+    shear_low, shear_high = values["shear"]
+    angles = _uniform(context, count, degree_low, degree_high, images)
+    shears = torch.tan(_uniform(context, count, shear_low, shear_high, images) * (math.pi / 180))
+    mirrored = _chance(context, count, values["flip"], images.device)
+    mirror = torch.where(mirrored, -torch.ones_like(scales), torch.ones_like(scales))
+    shear_matrix = torch.zeros(count, 2, 2, device=images.device, dtype=images.dtype)
+    shear_matrix[:, 0, 0] = mirror
+    shear_matrix[:, 0, 1] = shears
+    shear_matrix[:, 1, 1] = 1
+    # Output pixel p (square, in -1..1) -> input pixel units: half crop side * R * shear * mirror * p.
+    half_side = (scales * side / 2)[:, None, None]
+    pixel_linear = half_side * (_rotations(angles) @ shear_matrix)
+    linear = pixel_linear / pixel_linear.new_tensor([width / 2, height / 2])[None, :, None]
+    theta = torch.cat([linear, centers[:, :, None]], dim=2)
+    views = _sample(images, theta, (out_size, out_size), values["padding"])
+
+    if values["grayscale"] > 0:
+        grey = (views * views.new_tensor(LUMINANCE).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(views)
+        greyed = _chance(context, count, values["grayscale"], images.device)
+        views = torch.where(greyed[:, None, None, None], grey, views)
+    if values["noise"] > 0:
+        generator = context.generator
+        draws = torch.randn(views.shape, generator=generator, device=generator.device)
+        views = views + draws.to(device=views.device, dtype=views.dtype) * values["noise"]
+    return views
+
+
+# ---------------------------------------------------------------- the chain
+
+
+@dataclass(frozen=True)
+class ViewChain:
+    """A configured chain of transforms; call it to get the views CLIP sees."""
+
+    steps: tuple[Configured, ...]
+    out_size: int
+
+    def __call__(
+        self, images: torch.Tensor, progress: float, generator: torch.Generator, n_views: int
+    ) -> torch.Tensor:
+        """Views `[B * n_views, 3, out_size, out_size]` of `images [B, 3, H, W]` at `progress` (0..1).
+
+        The views of image `i` are rows `i * n_views ... i * n_views + n_views - 1`.
+        """
+        if n_views < 1:
+            raise ValueError(f"n_views must be at least 1, got {n_views}")
+        context = ViewContext(generator, min(images.shape[-2:]), self.out_size, n_views)
+        views = images.repeat_interleave(n_views, dim=0)
+        for step in self.steps:
+            if step.active(progress):
+                views = step.entry.function(views, step.values_at(progress), context)
+        return resize(views, self.out_size)
+
+
+def build_chain(config: list | None, out_size: int, total_steps: int | None = None) -> ViewChain:
+    """Parse a transform config (None: `DEFAULT_VIEWS`) into a `ViewChain` ending at `out_size` pixels.
+
+    `total_steps` is needed only when a `start`/`end` is given in steps.
+    """
+    if config is None:
+        config = DEFAULT_VIEWS
+    return ViewChain(tuple(TRANSFORMS.configure_list(config, total_steps)), int(out_size))

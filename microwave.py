@@ -1,0 +1,22 @@
+#!/usr/bin/env python3
+"""Replay a baked path from random pixels; with a PROMPT, blend every stage with that prompt.
+
+  python microwave.py baked/a_red_circle.pt
+  python microwave.py "a blue circle" baked/a_red_circle.pt --mix 0.5
+"""
+from core import app, cli
+
+
+def main() -> None:
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("items", nargs="+", metavar="[PROMPT] PATH", help="optional prompt, then a path file")
+    parser.add_argument("--mix", type=float, default=0.5, help="weight of PROMPT in each stage target")
+    args = parser.parse_args()
+    if len(args.items) > 2:
+        parser.error("expected [PROMPT] PATH")
+    args.prompt, args.path = (args.items if len(args.items) == 2 else (None, args.items[0]))
+    cli.run(lambda: app.microwave_job(args))
+
+
+if __name__ == "__main__":
+    main()

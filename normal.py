@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""The control: optimise pixels straight toward the prompt, by default with the same total steps and
+size as a microwave run of the same recipe (stages x steps-per-stage).
+
+  python normal.py "a red circle"
+"""
+from core import app, cli
+
+
+def main() -> None:
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("prompt", help="text, weighted targets or an image file")
+    parser.add_argument("--steps", type=int, help="total steps (default: the recipe's stages x steps-per-stage)")
+    args = parser.parse_args()
+    cli.run(lambda: app.normal_job(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Shared fixtures: the tiny and shipped models, the repo root, running scripts like a user."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+LEGACY = REPO.parent / "shared" / "legacy-baked"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    from core.models import load_clip
+
+    return load_clip("tiny", "cpu")
+
+
+@pytest.fixture(scope="session")
+def scenes_clip():
+    from core.models import load_clip
+
+    return load_clip("scenes", "cpu")
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+               timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a top-level script as a user would, on CPU; returns the completed process (text output)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", **(env or {})}
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd or REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

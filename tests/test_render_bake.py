@@ -1,0 +1,130 @@
+"""The renderer and the bake on the tiny model: exact small facts and the two bake guarantees."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.bake import BakeSettings, bake_prompts, initial_guides, replay_loss
+from core.losses import range_penalty, spherical_distance, total_variation
+from core.render import AdamState, Pipeline, RenderSettings, adam_update, blend, random_pixels, replay
+
+SMALL = RenderSettings(size=32, steps_per_stage=4, cutn=4)
+
+
+def test_spherical_distance_exact():
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    y = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, -5.0]])
+    expected = torch.tensor([0.0, 2 * (math.pi / 4) ** 2, 2 * (math.pi / 4) ** 2])
+    assert torch.allclose(spherical_distance(x, y), expected, atol=1e-6)
+
+
+def test_regularisers_exact():
+    flat = torch.full((1, 3, 4, 4), 0.5)
+    assert total_variation(flat).item() == 0.0
+    assert range_penalty(flat).item() == 0.0
+    stripes = torch.zeros(1, 3, 4, 4)
+    stripes[..., 1::2] = 1.0  # every horizontal neighbour differs by 1
+    assert total_variation(stripes).item() == pytest.approx(1.0)
+    assert range_penalty(torch.full((2, 3, 2, 2), 1.5)).tolist() == pytest.approx([0.25, 0.25])
+
+
+def test_functional_adam_matches_torch_adamw():
+    torch.manual_seed(0)
+    reference = torch.randn(5, requires_grad=True)
+    optimizer = torch.optim.AdamW([reference], lr=0.1, weight_decay=0.01)
+    pixels = reference.detach().clone()
+    state = AdamState(torch.zeros(5), torch.zeros(5))
+    for step in range(4):
+        grad = torch.randn(5)
+        reference.grad = grad.clone()
+        optimizer.step()
+        update, state = adam_update(grad, pixels, state, lr=0.1, weight_decay=0.01)
+        pixels = pixels + update
+        assert torch.allclose(pixels, reference.detach(), atol=1e-6), step
+
+
+def test_random_pixels_per_prompt_and_seeded():
+    both = random_pixels([1, 2], 8, torch.device("cpu"))
+    alone = random_pixels([2], 8, torch.device("cpu"))
+    assert torch.equal(both[1], alone[0])  # a prompt's start does not depend on the batch
+    assert not torch.equal(both[0], both[1])
+    assert both.min() >= -1 and both.max() <= 1
+
+
+def test_path_of_prompt_stages_is_a_normal_run(tiny_clip):
+    """One Adam across stages: S stages aimed at the prompt == one stage of S x steps."""
+    embedding = tiny_clip.encode_text(["a red circle"])
+    start = random_pixels([3], SMALL.size, tiny_clip.device)
+    staged = replay(tiny_clip, initial_guides(embedding, 3), SMALL, start, view_seed=5)
+    plain = RenderSettings(**{**SMALL.__dict__, "steps_per_stage": 3 * SMALL.steps_per_stage})
+    single = replay(tiny_clip, embedding[:, None], plain, start, view_seed=5)
+    assert torch.allclose(staged, single, atol=1e-6)
+
+
+def test_replay_lowers_the_guide_loss(tiny_clip):
+    embedding = tiny_clip.encode_text(["a blue square"])
+    pipeline = Pipeline.build(SMALL, tiny_clip)
+    losses = []
+    replay(tiny_clip, initial_guides(embedding, 2), SMALL, random_pixels([0], 32, tiny_clip.device),
+           on_step=lambda step, pixels, loss: losses.append(loss.item()), pipeline=pipeline)
+    assert len(losses) == 8
+    assert losses[-1] < losses[0]
+
+
+def test_blend_weights():
+    stages = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
+    prompt = torch.nn.functional.normalize(torch.randn(4), dim=-1)
+    assert torch.allclose(blend(stages, prompt, 0.0), stages)
+    assert torch.allclose(blend(stages, prompt, 1.0), prompt.expand(3, 4))
+    assert torch.allclose(blend(stages, prompt, 0.3), 0.7 * stages + 0.3 * prompt)
+
+
+def test_meta_loss_reaches_the_guides(tiny_clip):
+    """(a) The final-image loss has a non-zero gradient w.r.t. every stage's guide."""
+    embedding = tiny_clip.encode_text(["a red circle"])
+    guides = initial_guides(embedding, 3).requires_grad_(True)
+    pipeline = Pipeline.build(SMALL, tiny_clip)
+    loss = replay_loss(tiny_clip, guides, embedding, SMALL, [0], draw=0, starts=1, pipeline=pipeline, unroll=1)
+    loss.sum().backward()
+    per_stage = guides.grad[0].norm(dim=-1)
+    assert torch.isfinite(per_stage).all()
+    assert (per_stage > 0).all(), per_stage
+
+
+def test_without_unroll_no_gradient_reaches_the_guides(tiny_clip):
+    """The original's defect, kept as a check of what `unroll` buys: with no unroll the graph is cut."""
+    embedding = tiny_clip.encode_text(["a red circle"])
+    guides = initial_guides(embedding, 2).requires_grad_(True)
+    pipeline = Pipeline.build(SMALL, tiny_clip)
+    loss = replay_loss(tiny_clip, guides, embedding, SMALL, [0], draw=0, starts=1, pipeline=pipeline, unroll=0)
+    assert not loss.requires_grad
+
+
+def test_baked_path_beats_initial_path_on_unseen_starts(tiny_clip):
+    """(b) After baking, replays from starts never used in baking end at a lower mean meta-loss."""
+    embeddings = tiny_clip.encode_text(["a red circle", "a blue square"])
+    meta = BakeSettings(stages=3, meta_steps=40, meta_lr=0.01, unroll=1, eval_starts=2)
+    result = bake_prompts(tiny_clip, embeddings, SMALL, meta, seeds=[1, 2])
+    pipeline = Pipeline.build(SMALL, tiny_clip)
+    unseen = [1000, 2000]  # seeds never used by the bake
+    with torch.no_grad():
+        baked = replay_loss(tiny_clip, result.guides, embeddings, SMALL, unseen, draw=0, starts=6,
+                            pipeline=pipeline, view_seed=99).mean()
+        initial = replay_loss(tiny_clip, initial_guides(embeddings, 3), embeddings, SMALL, unseen, draw=0,
+                              starts=6, pipeline=pipeline, view_seed=99).mean()
+    assert baked < initial, (baked.item(), initial.item())
+    assert len(result.curve) == 40
+    assert result.guides.shape == (2, 3, 512)
+
+
+def test_batched_bake_equals_one_by_one(tiny_clip):
+    """Baking P prompts together gives the same guides as baking each alone with the same seeds."""
+    embeddings = tiny_clip.encode_text(["a red circle", "a green star", "a yellow cross"])
+    meta = BakeSettings(stages=2, meta_steps=3, meta_lr=0.01, unroll=1, eval_starts=1)
+    together = bake_prompts(tiny_clip, embeddings, SMALL, meta, seeds=[4, 5, 6], view_seed=3)
+    for index, seed in enumerate([4, 5, 6]):
+        alone = bake_prompts(tiny_clip, embeddings[index:index + 1], SMALL, meta, seeds=[seed], view_seed=3)
+        assert torch.allclose(together.guides[index], alone.guides[0], atol=1e-5)
+        assert torch.allclose(together.baked_loss[index], alone.baked_loss[0], atol=1e-5)

@@ -1,0 +1,215 @@
+"""Fast tests of the drawn scenes, the shipped scenes CLIPs and the pixel checks (CPU, seeded)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from core import pixel_checks, scenes
+from core.scenes_clip import SHIPPED, load_scenes_clip, read_scenes_clip_file
+from core.scenes_eval import zero_shot_accuracy
+
+# A seed no training run uses (training: 0 and 1; the training script's own check: 999999).
+HELD_OUT_SEED = 2024
+SCENES_PER_ATTRIBUTE = 150
+TARGETS = {"colour": 0.95, "shape": 0.90, "position": 0.90, "relation": 0.80}
+
+
+# ----------------------------------------------------------------------------------------------- generator
+
+
+def test_vocabulary_sizes():
+    assert len(scenes.COLOURS) >= 8
+    assert len(scenes.SHAPES) >= 6
+    assert set(scenes.POSITIONS) == {"left", "right", "top", "bottom", "center"}
+    assert set(scenes.SIZES) == {"small", "large"}
+    # Object colours are saturated, backgrounds are grey: they can never be equal.
+    assert not set(scenes.COLOURS.values()) & set(scenes.BACKGROUNDS.values())
+
+
+def test_make_batch_is_deterministic():
+    images, captions, drawn = scenes.make_batch(4, seed=0, size=32)
+    images_again, captions_again, drawn_again = scenes.make_batch(4, seed=0, size=32)
+    assert torch.equal(images, images_again)
+    assert captions == captions_again
+    assert drawn == drawn_again
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+
+
+def test_make_batch_expected_values():
+    images, captions, drawn = scenes.make_batch(4, seed=0, size=32)
+    assert captions == [
+        "an image of a yellow triangle at the left",
+        "a drawing of a blue star in the middle",
+        "a drawing of an orange hexagon above a blue star",
+        "a picture of a purple triangle and a pink hexagon",
+    ]
+    first = drawn[0].objects[0]
+    assert (first.colour, first.shape, first.size, first.position) == ("yellow", "triangle", "small", "left")
+    assert drawn[0].background == "gray"
+    expected_slice = torch.tensor([[0.9412, 0.9412, 0.9412, 0.6667],
+                                   [0.8627, 0.8627, 0.8627, 0.6373],
+                                   [0.1176, 0.1176, 0.1176, 0.3578]])
+    assert torch.allclose(images[0, :, 16, 8:12], expected_slice, atol=1e-4)
+
+
+def test_different_seeds_differ():
+    images_a, captions_a, _ = scenes.make_batch(4, seed=0, size=32)
+    images_b, captions_b, _ = scenes.make_batch(4, seed=1, size=32)
+    assert not torch.equal(images_a, images_b)
+    assert captions_a != captions_b
+
+
+def test_render_any_size_is_antialiased():
+    obj = scenes.SceneObject("red", "circle", "large", "center", (0.5, 0.5), 0.2)
+    scene = scenes.Scene((obj,), "black")
+    for size in (17, 48, 96):
+        image = scenes.render_scene(scene, size)
+        assert image.shape == (3, size, size)
+    image = scenes.render_scene(scene, 48)
+    red = image[0]
+    # Centre is pure object colour, corner pure background, and the edge has in-between values.
+    assert red[24, 24].item() == pytest.approx(230 / 255, abs=1e-6)
+    assert red[0, 0].item() == pytest.approx(12 / 255, abs=1e-6)
+    in_between = ((red > 13 / 255 + 1e-3) & (red < 230 / 255 - 1e-3)).sum().item()
+    assert in_between > 0
+
+
+def test_captions_name_the_scene():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        scene = scenes.sample_scene(rng)
+        text = scenes.caption(scene, rng)
+        if len(scene.objects) == 1:
+            assert scene.objects[0].colour in text and scene.objects[0].shape in text
+        else:
+            first, second = scene.objects
+            assert first.colour != second.colour
+            assert first.colour in text or second.colour in text
+
+
+def test_relation_caption_matches_geometry():
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        scene = scenes.sample_scene(rng, n_objects=2)
+        first, second = scene.objects
+        if scene.relation == "to the left of":
+            assert first.centre[0] < second.centre[0]
+        elif scene.relation == "to the right of":
+            assert first.centre[0] > second.centre[0]
+        elif scene.relation == "above":
+            assert first.centre[1] < second.centre[1]  # y grows downwards
+        else:
+            assert scene.relation == "below" and first.centre[1] > second.centre[1]
+        swapped = scenes.vary_one_attribute(scene, rng, "swap")
+        assert swapped.objects[0].centre == second.centre and swapped.relation != scene.relation
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+@pytest.fixture(scope="module")
+def shipped_models():
+    return {name: load_scenes_clip(name) for name in SHIPPED}
+
+
+def test_shipped_models_load_small_and_512(shipped_models):
+    total_bytes = sum(path.stat().st_size for path in SHIPPED.values())
+    assert total_bytes <= 20 * 1024 * 1024
+    for name, model in shipped_models.items():
+        assert model.text_projection.shape[1] == 512
+        assert model.visual.proj.shape[1] == 512
+        assert model.context_length == 77
+        assert not any(p.requires_grad for p in model.parameters())
+        assert not model.training
+    guide, judge = (read_scenes_clip_file(name) for name in ("scenes", "scenes-judge"))
+    assert guide["arch"] != judge["arch"]  # the judge is another architecture ...
+    assert guide["training"]["seed"] != judge["training"]["seed"]  # ... and another seed
+
+
+def test_shipped_model_embeds_text_and_images(shipped_models):
+    import clip
+    from core.scenes_clip import normalise
+
+    model = shipped_models["scenes"]
+    images, captions, _ = scenes.make_batch(2, seed=3, size=model.visual.input_resolution)
+    with torch.no_grad():
+        image_features = model.encode_image(normalise(images))
+        text_features = model.encode_text(clip.tokenize(captions))
+    assert image_features.shape == (2, 512) and text_features.shape == (2, 512)
+    assert torch.isfinite(image_features).all() and torch.isfinite(text_features).all()
+
+
+@pytest.mark.parametrize("name", ["scenes", "scenes-judge"])
+def test_zero_shot_accuracy_on_fresh_scenes(shipped_models, name):
+    torch.manual_seed(0)
+    accuracy = zero_shot_accuracy(shipped_models[name], n=SCENES_PER_ATTRIBUTE, seed=HELD_OUT_SEED)
+    print(name, {attribute: round(100 * value, 1) for attribute, value in accuracy.items()})
+    for attribute, target in TARGETS.items():
+        assert accuracy[attribute] >= target, f"{name} {attribute}: {accuracy[attribute]:.3f} < {target}"
+
+
+# ----------------------------------------------------------------------------------------------- pixel checks
+
+
+def test_dominant_colour_recovers_the_drawn_colour():
+    rng = np.random.default_rng(11)
+    noise_generator = torch.Generator().manual_seed(11)
+    for _ in range(40):
+        scene = scenes.sample_scene(rng, n_objects=1)
+        image = scenes.render_scene(scene, 48)
+        noisy = (image + 0.15 * torch.randn(image.shape, generator=noise_generator)).clamp(0, 1)
+        assert pixel_checks.dominant_colour(image) == scene.objects[0].colour
+        assert pixel_checks.dominant_colour(noisy) == scene.objects[0].colour
+
+
+def test_dominant_colour_of_plain_backgrounds_is_none():
+    for grey in (0.0, 0.5, 1.0):
+        assert pixel_checks.dominant_colour(torch.full((3, 32, 32), grey)) is None
+
+
+def test_colour_in_half_recovers_the_side():
+    rng = np.random.default_rng(12)
+    noise_generator = torch.Generator().manual_seed(12)
+    checked = 0
+    for _ in range(40):
+        scene = scenes.sample_scene(rng, n_objects=1)
+        obj = scene.objects[0]
+        if obj.position == "center":
+            continue
+        image = scenes.render_scene(scene, 48)
+        noisy = (image + 0.15 * torch.randn(image.shape, generator=noise_generator)).clamp(0, 1)
+        opposite = pixel_checks.OPPOSITE_HALF[obj.position]
+        assert pixel_checks.colour_in_half(noisy, obj.colour, obj.position)
+        assert not pixel_checks.colour_in_half(noisy, obj.colour, opposite)
+        checked += 1
+    assert checked == 36  # of 40 scenes, 4 are centred
+
+
+def test_colour_fraction_of_a_known_scene():
+    blue_square = scenes.SceneObject("blue", "square", "large", "left", (0.25, 0.5), 0.2)
+    red_circle = scenes.SceneObject("red", "circle", "small", "right", (0.75, 0.5), 0.12)
+    image = scenes.render_scene(scenes.Scene((blue_square, red_circle), "white", "to the left of"), 64)
+    # The square is 0.34 x 0.34 of the image side: about 11.6 % of all pixels, 23 % of the left half.
+    assert pixel_checks.colour_fraction(image, "blue") == pytest.approx(0.34 ** 2, abs=0.01)
+    assert pixel_checks.colour_fraction(image, "blue", "left") == pytest.approx(2 * 0.34 ** 2, abs=0.02)
+    assert pixel_checks.colour_fraction(image, "blue", "right") == 0.0
+    assert pixel_checks.colour_in_half(image, "blue", "left")
+    assert pixel_checks.colour_in_half(image, "red", "right")
+    assert not pixel_checks.colour_in_half(image, "red", "top")  # centred vertically: neither half has more
+    assert pixel_checks.dominant_colour(image) == "blue"
+    assert pixel_checks.colour_fraction(image, "green") == 0.0
+
+
+def test_vary_one_attribute_changes_exactly_one_thing():
+    rng = np.random.default_rng(13)
+    scene = scenes.sample_scene(rng, n_objects=1)
+    for attribute in ("colour", "shape", "size", "position", "background"):
+        varied = scenes.vary_one_attribute(scene, rng, attribute)
+        before, after = dataclasses.asdict(scene), dataclasses.asdict(varied)
+        names = ("colour", "shape", "size", "position")
+        changed = [n for n in names if before["objects"][0][n] != after["objects"][0][n]]
+        changed += ["background"] if scene.background != varied.background else []
+        assert changed == [attribute]

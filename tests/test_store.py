@@ -1,0 +1,566 @@
+"""Tests for core/store.py: slugs, atomic saves, our format, legacy files, cache, nearest."""
+
+import hashlib
+import math
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import store
+from core.errors import UserError
+from core.store import (
+    FORMAT_VERSION,
+    BakedPath,
+    check_compatible,
+    find_path,
+    list_paths,
+    load_path,
+    nearest_paths,
+    prompt_embeddings,
+    save_path,
+    slugify,
+)
+
+LEGACY_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "legacy-baked"
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+
+
+def make_path(prompt="a red square", stages=3, dim=4, model="fake", embedding=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return BakedPath(
+        prompt=prompt,
+        guides=torch.randn(stages, dim, generator=gen),
+        prompt_embedding=torch.randn(dim, generator=gen) if embedding else None,
+        model_name=model,
+        embed_dim=dim,
+        recipe={"method": "meta", "lr": 0.05, "steps": [10, 20], "nested": {"ok": True, "none": None}},
+        metrics={"loss": 0.25},
+        created="2025-01-02T03:04:05+00:00",
+    )
+
+
+def write_legacy(directory: Path, prompt: str, stages=2, dim=3, value=None) -> Path:
+    """A legacy-style file: a bare tensor named after the prompt, saved requiring grad."""
+    guides = torch.randn(stages, dim) if value is None else torch.tensor(value, dtype=torch.float32)
+    file = directory / (prompt.replace(" ", "_") + ".pt")
+    torch.save(guides.requires_grad_(True), file)
+    return file
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# ----------------------------------------------------------------------------- slugs
+
+
+def assert_safe_slug(slug: str) -> None:
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", slug), slug
+    assert ".." not in slug
+    assert not slug.startswith((".", "-"))
+    assert not slug.endswith((".", " "))
+    assert len(slug) <= 80
+    assert slug.split(".")[0].upper() not in WINDOWS_RESERVED
+    assert Path(slug).name == slug
+
+
+def sha8(prompt: str) -> str:
+    return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:8]
+
+
+def test_slug_plain_prompt_is_readable_transcription():
+    assert slugify("a lemon") == "a_lemon"
+    assert slugify("a b") == "a_b"
+    assert slugify("3.5 apples-ish") == "3.5_apples-ish"
+
+
+def test_slug_changed_text_gets_hash_of_full_prompt():
+    assert slugify("a/b") == f"a_b-{sha8('a/b')}"
+    assert slugify("A B") == f"A_B-{sha8('A B')}"
+    assert slugify("more than everything, and less than nothing.") == (
+        f"more_than_everything_and_less_than_nothing-{sha8('more than everything, and less than nothing.')}"
+    )
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "../../etc/passwd", "a/b", "a\\b", "CON", "con", "nul.txt", "Com1", "lpt9.tar.gz", "aux",
+        "a\0b", "x" * 500, "café au lait", "日本語", "...", "-rf", ".hidden", "trailing.",
+        "trailing ", " leading", "a..b", "tab\there", "emoji 🍩", "a b-0123abcd", "\udc80",
+    ],
+)
+def test_slug_is_safe(prompt):
+    slug = slugify(prompt)
+    assert_safe_slug(slug)
+    assert slugify(prompt) == slug  # deterministic
+
+
+def test_slug_examples():
+    assert slugify("../../etc/passwd") == f"etc_passwd-{sha8('../../etc/passwd')}"
+    assert slugify("CON") == f"_CON-{sha8('CON')}"
+    assert slugify("nul.txt") == f"_nul.txt-{sha8('nul.txt')}"
+    assert slugify("café au lait") == f"cafe_au_lait-{sha8('café au lait')}"
+    assert slugify("日本語") == f"prompt-{sha8('日本語')}"
+    assert slugify("a\0b") == f"a_b-{sha8('a' + chr(0) + 'b')}"
+    long = slugify("x" * 500)
+    assert len(long) == 79 and long.endswith(f"-{sha8('x' * 500)}")
+    assert slugify("x" * 499 + "y") != long
+
+
+def test_slug_collision_cases_differ_even_ignoring_case():
+    prompts = ["a/b", "a_b", "a b", "A B", "a\\b", "a  b", "a b ", "a_b-" + sha8("a/b"), "A_B", "a-b"]
+    slugs = [slugify(p) for p in prompts]
+    assert len({s.casefold() for s in slugs}) == len(prompts)
+
+
+def test_slug_looking_like_a_hash_is_hashed():
+    assert slugify("a b-0123abcd") == f"a_b-0123abcd-{sha8('a b-0123abcd')}"
+
+
+def test_slug_never_collides_on_random_prompts():
+    rng = random.Random(0)
+    alphabet = "aAb _/.-é\\"
+    prompts = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(3000)}
+    prompts = {p for p in prompts if p.strip()}
+    slugs = {slugify(p).casefold() for p in prompts}
+    assert len(slugs) == len(prompts)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
+def test_slug_of_empty_prompt_is_user_error(prompt):
+    with pytest.raises(UserError, match="empty"):
+        slugify(prompt)
+
+
+# ----------------------------------------------------------------------------- our format
+
+
+def test_round_trip(tmp_path):
+    original = make_path()
+    file = save_path(tmp_path / "baked", original)
+    assert file == tmp_path / "baked" / "a_red_square.pt"
+    loaded = load_path(file)
+    assert loaded.prompt == original.prompt
+    assert torch.equal(loaded.guides, original.guides)
+    assert torch.equal(loaded.prompt_embedding, original.prompt_embedding)
+    assert (loaded.model_name, loaded.embed_dim, loaded.stages) == ("fake", 4, 3)
+    assert loaded.recipe == original.recipe
+    assert loaded.metrics == {"loss": 0.25}
+    assert loaded.created == "2025-01-02T03:04:05+00:00"
+    assert loaded.legacy is False and loaded.file == file
+    assert files_in(tmp_path / "baked") == ["a_red_square.pt"]
+
+
+def test_file_is_a_plain_dict_readable_with_weights_only(tmp_path):
+    big = torch.randn(100, 4, dtype=torch.float64, requires_grad=True)
+    path = make_path()
+    path.guides = big[10:13] * 1  # a non-leaf view of a larger float64 tensor
+    file = save_path(tmp_path, path)
+    raw = torch.load(file, weights_only=True, map_location="cpu")
+    assert set(raw) == {
+        "format", "version", "prompt", "prompt_embedding", "guides", "model_name",
+        "embed_dim", "recipe", "metrics", "created",
+    }
+    assert raw["format"] == "bake-microwave-path" and raw["version"] == FORMAT_VERSION == 1
+    guides = raw["guides"]
+    assert guides.dtype == torch.float32 and guides.device.type == "cpu"
+    assert guides.is_contiguous() and not guides.requires_grad
+    assert guides.untyped_storage().nbytes() == 3 * 4 * 4  # not the whole 100-row storage
+
+
+def test_created_defaults_to_utc_iso():
+    path = BakedPath("p", torch.zeros(1, 2), None, None, 2)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", path.created)
+
+
+def test_saving_twice_needs_overwrite(tmp_path):
+    save_path(tmp_path, make_path(seed=0))
+    with pytest.raises(UserError, match=r"already baked: 'a red square'.*--overwrite"):
+        save_path(tmp_path, make_path(seed=1))
+    save_path(tmp_path, make_path(seed=1), overwrite=True)
+    assert torch.equal(load_path(tmp_path / "a_red_square.pt").guides, make_path(seed=1).guides)
+
+
+def test_slug_file_with_other_prompt_is_never_overwritten(tmp_path):
+    other = make_path(prompt="something else")
+    torch.save(store._to_file_dict(other), tmp_path / "a_red_square.pt")
+    with pytest.raises(UserError, match="different prompt"):
+        save_path(tmp_path, make_path(), overwrite=True)
+    assert load_path(tmp_path / "a_red_square.pt").prompt == "something else"
+
+
+def test_unreadable_file_at_slug_needs_overwrite(tmp_path):
+    (tmp_path / "a_red_square.pt").write_bytes(b"junk")
+    with pytest.raises(UserError, match="cannot be read.*--overwrite"):
+        save_path(tmp_path, make_path())
+    save_path(tmp_path, make_path(), overwrite=True)
+    assert load_path(tmp_path / "a_red_square.pt").prompt == "a red square"
+
+
+def test_unstorable_recipe_writes_nothing(tmp_path):
+    path = make_path()
+    path.recipe = {"out": Path("x")}
+    with pytest.raises(TypeError, match="recipe"):
+        save_path(tmp_path, path)
+    assert files_in(tmp_path) == []
+
+
+def test_crash_at_rename_leaves_no_file(tmp_path, monkeypatch):
+    def broken_replace(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        save_path(tmp_path / "baked", make_path())
+    assert files_in(tmp_path / "baked") == []
+
+
+def test_crash_while_writing_leaves_no_half_file(tmp_path, monkeypatch):
+    def half_save(obj, handle):
+        handle.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of the write
+
+    monkeypatch.setattr(torch, "save", half_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_path(tmp_path, make_path())
+    assert files_in(tmp_path) == []
+
+
+def test_crash_during_overwrite_keeps_old_file(tmp_path, monkeypatch):
+    file = save_path(tmp_path, make_path(seed=0))
+    monkeypatch.setattr(os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError("boom")))
+    with pytest.raises(OSError):
+        save_path(tmp_path, make_path(seed=1), overwrite=True)
+    assert files_in(tmp_path) == ["a_red_square.pt"]
+    assert torch.equal(load_path(file).guides, make_path(seed=0).guides)
+
+
+# ----------------------------------------------------------------------------- bad files
+
+
+def assert_one_line_naming(error: UserError, file: Path) -> None:
+    message = str(error)
+    assert "\n" not in message
+    assert str(file) in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError) as info:
+        load_path(tmp_path / "nope.pt")
+    assert_one_line_naming(info.value, tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"hello, not a torch file\n", bytes(range(256)) * 8], ids=["empty", "text", "binary"]
+)
+def test_corrupt_file(tmp_path, content):
+    file = tmp_path / "bad.pt"
+    file.write_bytes(content)
+    with pytest.raises(UserError, match="not a readable torch file") as info:
+        load_path(file)
+    assert_one_line_naming(info.value, file)
+
+
+def test_truncated_file(tmp_path):
+    file = save_path(tmp_path, make_path())
+    file.write_bytes(file.read_bytes()[:200])
+    with pytest.raises(UserError) as info:
+        load_path(file)
+    assert_one_line_naming(info.value, file)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    file = tmp_path / "evil.pt"
+    torch.save({"format": "bake-microwave-path", "payload": Path("x")}, file)
+    with pytest.raises(UserError, match="refusing") as info:
+        load_path(file)
+    assert_one_line_naming(info.value, file)
+
+
+def test_newer_version(tmp_path):
+    data = store._to_file_dict(make_path())
+    data["version"] = FORMAT_VERSION + 1
+    file = tmp_path / "new.pt"
+    torch.save(data, file)
+    with pytest.raises(UserError, match="newer version") as info:
+        load_path(file)
+    assert_one_line_naming(info.value, file)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format": "something"}, "not a baked path file"),
+        ({"guides": torch.zeros(3)}, "guides"),
+        ({"guides": torch.zeros(3, 5)}, "embed_dim"),
+        ({"prompt_embedding": torch.zeros(5)}, "prompt_embedding"),
+        ({"prompt": ""}, "no prompt"),
+        ({"recipe": [1]}, "recipe"),
+        ({"created": None}, "created"),
+    ],
+)
+def test_malformed_dict(tmp_path, change, message):
+    data = store._to_file_dict(make_path())
+    data.update(change)
+    file = tmp_path / "x.pt"
+    torch.save(data, file)
+    with pytest.raises(UserError, match=message) as info:
+        load_path(file)
+    assert_one_line_naming(info.value, file)
+
+
+def test_missing_keys(tmp_path):
+    data = store._to_file_dict(make_path())
+    del data["guides"], data["metrics"]
+    file = tmp_path / "x.pt"
+    torch.save(data, file)
+    with pytest.raises(UserError, match="missing guides, metrics"):
+        load_path(file)
+
+
+@pytest.mark.parametrize("value", [torch.zeros(5), torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), [1, 2]])
+def test_wrong_legacy_payload(tmp_path, value):
+    file = tmp_path / "x.pt"
+    torch.save(value, file)
+    with pytest.raises(UserError) as info:
+        load_path(file)
+    assert_one_line_naming(info.value, file)
+
+
+# ----------------------------------------------------------------------------- legacy files
+
+
+@pytest.fixture
+def legacy_dir():
+    if not LEGACY_DIR.is_dir():
+        pytest.skip(f"no legacy files at {LEGACY_DIR}")
+    return LEGACY_DIR
+
+
+def test_all_legacy_files_load(legacy_dir):
+    files = sorted(legacy_dir.glob("*.pt"))
+    assert len(files) == 34
+    for file in files:
+        path = load_path(file, device="cpu")
+        assert path.guides.shape == (10, 512), file
+        assert path.guides.device.type == "cpu" and path.guides.dtype == torch.float32
+        assert not path.guides.requires_grad
+        assert path.legacy and path.file == file and path.stages == 10
+        assert (path.model_name, path.embed_dim, path.prompt_embedding) == ("ViT-B/32", 512, None)
+        assert path.prompt == file.name[: -len(".pt")].replace("_", " ")
+
+
+def test_legacy_prompts_from_names(legacy_dir):
+    def prompt_of(name):
+        return load_path(legacy_dir / name).prompt
+
+    assert prompt_of("a_lemon.pt") == "a lemon"
+    assert prompt_of("iridescent_vaporwave_bubbles_#digitalart.pt") == "iridescent vaporwave bubbles #digitalart"
+    assert prompt_of("a_road_sign_with_the_word_'Hello'_on_it.pt") == "a road sign with the word 'Hello' on it"
+    assert prompt_of("more_than_everything,_and_less_than_nothing..pt") == (
+        "more than everything, and less than nothing."
+    )
+
+
+def test_list_paths_over_legacy_copy(legacy_dir, tmp_path):
+    for file in legacy_dir.glob("*.pt"):
+        shutil.copyfile(file, tmp_path / file.name)
+    paths = list_paths(tmp_path)
+    assert len(paths) == 34
+    prompts = [p.prompt for p in paths]
+    assert prompts == sorted(prompts)
+    assert prompts[0] == "a body of water" and prompts[-1] == "the sound of the wind"
+
+
+def test_legacy_file_is_found_and_upgraded_in_place(legacy_dir, tmp_path):
+    name = "a_road_sign_with_the_word_'Hello'_on_it.pt"
+    shutil.copyfile(legacy_dir / name, tmp_path / name)
+    prompt = "a road sign with the word 'Hello' on it"
+    assert find_path(tmp_path, prompt) == tmp_path / name
+    with pytest.raises(UserError, match="already baked"):
+        save_path(tmp_path, make_path(prompt=prompt, dim=512))
+    file = save_path(tmp_path, make_path(prompt=prompt, dim=512), overwrite=True)
+    assert file == tmp_path / name  # one file per prompt, not a second one under the slug
+    upgraded = load_path(file)
+    assert not upgraded.legacy and upgraded.prompt == prompt and upgraded.model_name == "fake"
+
+
+# ----------------------------------------------------------------------------- store listing
+
+
+def test_list_paths_skips_temp_and_reports_corrupt(tmp_path, capsys):
+    save_path(tmp_path, make_path(prompt="b second"))
+    save_path(tmp_path, make_path(prompt="a first"))
+    write_legacy(tmp_path, "c third")
+    (tmp_path / ".a_first.pt.abc123.tmp").write_bytes(b"partial")
+    (tmp_path / ".hidden.pt").write_bytes(b"partial")
+    (tmp_path / "broken.pt").write_bytes(b"junk")
+    (tmp_path / "notes.txt").write_text("not a path")
+    prompts = [p.prompt for p in list_paths(tmp_path)]
+    assert prompts == ["a first", "b second", "c third"]
+    err = capsys.readouterr().err
+    assert "warning: skipping" in err and "broken.pt" in err
+    assert err.count("\n") == 1
+
+
+def test_list_paths_of_missing_store_is_empty(tmp_path):
+    assert list_paths(tmp_path / "nothing") == []
+
+
+def test_find_path(tmp_path):
+    file = save_path(tmp_path, make_path(prompt="a/b"))
+    assert file.name == f"a_b-{sha8('a/b')}.pt"
+    assert find_path(tmp_path, "a/b") == file
+    assert find_path(tmp_path, "a b") is None
+    assert find_path(tmp_path, "a_b") is None
+    assert find_path(tmp_path / "missing", "a/b") is None
+
+
+# ----------------------------------------------------------------------------- compatibility
+
+
+def test_dim_mismatch_names_both(tmp_path):
+    path = make_path(dim=512, model="ViT-B/32")
+    with pytest.raises(UserError) as info:
+        check_compatible(path, 64, "tiny")
+    message = str(info.value)
+    assert "512" in message and "64" in message and "ViT-B/32" in message and "tiny" in message
+
+
+def test_same_dim_other_model_warns(capsys):
+    check_compatible(make_path(dim=4, model="a"), 4, "b")
+    assert "baked with a" in capsys.readouterr().err
+    check_compatible(make_path(dim=4, model="a"), 4, "a")
+    assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------- embeddings cache
+
+
+class FakeEncoder:
+    """Counts calls; embeds a prompt as a fixed vector, or one derived from its characters."""
+
+    def __init__(self, table=None, dim=4):
+        self.calls: list[list[str]] = []
+        self.table = table or {}
+        self.dim = dim
+
+    def __call__(self, prompts):
+        self.calls.append(list(prompts))
+        rows = []
+        for prompt in prompts:
+            if prompt in self.table:
+                rows.append(torch.tensor(self.table[prompt], dtype=torch.float32))
+            else:
+                codes = [ord(c) for c in prompt]
+                rows.append(torch.tensor([len(prompt), sum(codes) % 97, max(codes), 1.0][: self.dim]))
+        return torch.stack(rows)
+
+
+def test_embeddings_encoded_once_and_cached(tmp_path):
+    write_legacy(tmp_path, "old one", dim=4)
+    write_legacy(tmp_path, "old two", dim=4)
+    own = make_path(prompt="own", model="fake")
+    save_path(tmp_path, own)
+    save_path(tmp_path, make_path(prompt="foreign", model="other"))
+    encoder = FakeEncoder()
+
+    paths, embeddings = prompt_embeddings(tmp_path, "fake", encoder)
+    assert [p.prompt for p in paths] == ["foreign", "old one", "old two", "own"]
+    # One batch; our own file of this model is not encoded, the other model's file is.
+    assert encoder.calls == [["foreign", "old one", "old two"]]
+    assert embeddings.shape == (4, 4)
+    assert torch.equal(embeddings[3], own.prompt_embedding)
+    assert torch.equal(embeddings[:3], FakeEncoder()(["foreign", "old one", "old two"]))
+    assert (tmp_path / ".cache" / "embeddings-fake.pt").is_file()
+
+    paths2, embeddings2 = prompt_embeddings(tmp_path, "fake", encoder)
+    assert len(encoder.calls) == 1  # the second call encodes nothing
+    assert torch.equal(embeddings2, embeddings)
+
+    write_legacy(tmp_path, "old three", dim=4)
+    prompt_embeddings(tmp_path, "fake", encoder)
+    assert encoder.calls[1:] == [["old three"]]
+
+    later = os.stat(tmp_path / "old_one.pt").st_mtime_ns + 5_000_000_000
+    os.utime(tmp_path / "old_one.pt", ns=(later, later))
+    prompt_embeddings(tmp_path, "fake", encoder)
+    assert encoder.calls[2:] == [["old one"]]
+
+    (tmp_path / "old_two.pt").unlink()
+    paths, _ = prompt_embeddings(tmp_path, "fake", encoder)
+    assert len(encoder.calls) == 3
+    cache = torch.load(tmp_path / ".cache" / "embeddings-fake.pt", weights_only=True)
+    assert sorted(cache["entries"]) == ["foreign.pt", "old_one.pt", "old_three.pt"]
+
+
+def test_embedding_cache_is_per_model_and_survives_corruption(tmp_path):
+    write_legacy(tmp_path, "old one", dim=4)
+    encoder = FakeEncoder()
+    prompt_embeddings(tmp_path, "ViT-B/32", encoder)
+    prompt_embeddings(tmp_path, "tiny", encoder)
+    assert len(encoder.calls) == 2
+    cache_file = tmp_path / ".cache" / f"embeddings-{slugify('ViT-B/32')}.pt"
+    assert cache_file.is_file()
+    cache_file.write_bytes(b"junk")
+    prompt_embeddings(tmp_path, "ViT-B/32", encoder)
+    assert encoder.calls[2:] == [["old one"]]
+
+
+def test_embeddings_of_empty_store(tmp_path):
+    encoder = FakeEncoder()
+    paths, embeddings = prompt_embeddings(tmp_path, "fake", encoder)
+    assert paths == [] and embeddings.shape == (0, 0) and encoder.calls == []
+
+
+# ----------------------------------------------------------------------------- nearest
+
+
+@pytest.fixture
+def nearest_store(tmp_path):
+    for prompt, embedding in [
+        ("same", [2.0, 0, 0]),
+        ("near", [1.0, 1.0, 0]),
+        ("ortho", [0, 0, 5.0]),
+        ("opposite", [-1.0, 0, 0]),
+    ]:
+        path = make_path(prompt=prompt, dim=3, model="fake")
+        path.prompt_embedding = torch.tensor(embedding)
+        save_path(tmp_path, path)
+    write_legacy(tmp_path, "legacy one", dim=3)
+    write_legacy(tmp_path, "too wide", dim=5)  # guides of another model size: never returned
+    encoder = FakeEncoder({"legacy one": [0, 1.0, 0], "too wide": [1.0, 0, 0]}, dim=3)
+    return tmp_path, encoder
+
+
+def test_nearest_ordering_and_distances(nearest_store):
+    store_dir, encoder = nearest_store
+    found = nearest_paths(store_dir, "fake", encoder, torch.tensor([3.0, 0, 0]), k=10)
+    assert [p.prompt for p, _ in found] == ["same", "near", "legacy one", "ortho", "opposite"]
+    distances = [d for _, d in found]
+    expected = [0.0, math.pi**2 / 32, math.pi**2 / 8, math.pi**2 / 8, math.pi**2 / 2]
+    assert distances == pytest.approx(expected, abs=1e-5)
+    assert encoder.calls == [["legacy one", "too wide"]]
+
+
+def test_nearest_excludes_and_limits(nearest_store):
+    store_dir, encoder = nearest_store
+    found = nearest_paths(store_dir, "fake", encoder, torch.tensor([3.0, 0, 0]), k=2, exclude_prompts=("same",))
+    assert [p.prompt for p, _ in found] == ["near", "legacy one"]
+
+
+def test_nearest_with_nothing_left(nearest_store, tmp_path_factory):
+    store_dir, encoder = nearest_store
+    everything = ["same", "near", "ortho", "opposite", "legacy one"]
+    with pytest.raises(UserError, match="no baked paths"):
+        nearest_paths(store_dir, "fake", encoder, torch.tensor([1.0, 0, 0]), k=3, exclude_prompts=everything)
+    with pytest.raises(UserError, match="no baked paths"):
+        nearest_paths(tmp_path_factory.mktemp("empty"), "fake", encoder, torch.tensor([1.0, 0, 0]), k=3)
+    with pytest.raises(UserError, match="at least 1"):
+        nearest_paths(store_dir, "fake", encoder, torch.tensor([1.0, 0, 0]), k=0)

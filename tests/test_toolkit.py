@@ -1,0 +1,416 @@
+"""The image-quality toolkit: registries, transforms, constraints, post-processing, targets, recipes."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.constraints import CONSTRAINTS, build_constraints
+from core.errors import UserError
+from core.postproc import POSTPROC, build_postproc, quantize_pixels
+from core.prompts import Target, combine_targets, parse_targets
+from core.recipes import DEFAULT_RECIPE, load_recipe, merge_overrides, recipe_to_yaml, validate_recipe
+from core.registry import REFERENCE_PATH, reference_markdown
+from core.schedule import Ramp, is_active, parse_position, value_at
+from core.transforms import DEFAULT_VIEWS, TRANSFORMS, build_chain, roll_images
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def numbered_images(count: int = 2, side: int = 6) -> torch.Tensor:
+    """Images whose every value is distinct, so any rearrangement shows."""
+    return torch.arange(count * 3 * side * side, dtype=torch.float32).view(count, 3, side, side)
+
+
+def run_chain(config, images, seed=0, out_size=None, n_views=1, progress=0.0):
+    chain = build_chain(config, out_size or images.shape[-1])
+    return chain(images, progress, seeded(seed), n_views)
+
+
+# ---------------------------------------------------------------- transforms
+
+# name -> (config item, output side for a 16 px input, whether it is random)
+TRANSFORM_CASES = {
+    "noise": ({"noise": 0.1}, 16, True),
+    "random_shift": ({"random_shift": "0 1"}, 16, True),
+    "random_rotate": ({"random_rotate": {"degree": "-30 30", "center": "0.3 0.7"}}, 16, True),
+    "random_scale": ({"random_scale": "0.5 1.5"}, 16, True),
+    "random_crop": ({"random_crop": 10}, 10, True),
+    "center_crop": ({"center_crop": 8}, 8, False),
+    "repeat": ({"repeat": 3}, 48, False),
+    "mul": ({"mul": 0.2}, 16, False),
+    "blur": ({"blur": "5 1.0"}, 16, False),
+    "flip": ({"flip": 0.5}, 16, True),
+    "cutouts": ({"cutouts": {"scale": "0.5 1"}}, 12, True),
+}
+
+
+def test_every_transform_has_a_case():
+    assert sorted(TRANSFORM_CASES) == TRANSFORMS.names()
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORM_CASES))
+def test_transform_shape_and_determinism(name):
+    item, side, random = TRANSFORM_CASES[name]
+    images = torch.rand(3, 3, 16, 16, generator=seeded(99))
+    # Applied without the final resize (cutouts samples straight to the out size, 12 here).
+    chain = build_chain([item], out_size=12 if name == "cutouts" else side)
+    first = chain(images, 0.0, seeded(1), 4)
+    again = chain(images, 0.0, seeded(1), 4)
+    other = chain(images, 0.0, seeded(2), 4)
+    assert first.shape == (12, 3, side, side)
+    assert torch.equal(first, again)
+    assert (not torch.equal(first, other)) == random
+
+
+def test_views_of_image_i_are_consecutive_rows():
+    images = numbered_images(count=3)
+    views = run_chain([], images, n_views=4)
+    assert views.shape == (12, 3, 6, 6)
+    for index in range(12):
+        assert torch.equal(views[index], images[index // 4])
+
+
+def test_random_shift_with_known_shift_equals_torch_roll():
+    images = numbered_images(count=2, side=8)
+    views = run_chain([{"random_shift": [0.25, 0.25]}], images)
+    assert torch.equal(views, torch.roll(images, shifts=(2, 2), dims=(2, 3)))
+
+
+def test_roll_images_uses_a_shift_per_image():
+    images = numbered_images(count=2, side=5)
+    rolled = roll_images(images, torch.tensor([1, -2]), torch.tensor([3, 0]))
+    assert torch.equal(rolled[0], torch.roll(images[0], shifts=(1, 3), dims=(1, 2)))
+    assert torch.equal(rolled[1], torch.roll(images[1], shifts=(-2, 0), dims=(1, 2)))
+
+
+def test_center_crop_and_repeat_are_exact():
+    image = torch.arange(16.0).view(1, 1, 4, 4).expand(1, 3, 4, 4)
+    cropped = run_chain([{"center_crop": 2}], image, out_size=2)
+    assert cropped[0, 0].tolist() == [[5.0, 6.0], [9.0, 10.0]]
+    small = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    tiled = run_chain([{"repeat": 2}], small, out_size=4)
+    assert tiled[0, 0].tolist() == [[1, 2, 1, 2], [3, 4, 3, 4], [1, 2, 1, 2], [3, 4, 3, 4]]
+    # A float size is a multiple of the input side: one tile back after repeat.
+    back = run_chain([{"repeat": 3}, {"center_crop": 1.0}], small, out_size=2)
+    assert torch.equal(back, small)
+
+
+def test_random_crop_takes_a_window_of_the_image():
+    images = numbered_images(count=1, side=8)
+    views = run_chain([{"random_crop": 3}], images, out_size=3, n_views=5)
+    for view in views:
+        top, left = divmod(int(view[0, 0, 0].item()), 8)
+        assert torch.equal(view, images[0, :, top: top + 3, left: left + 3])
+
+
+def test_rotation_by_90_degrees_is_rot90():
+    images = numbered_images(count=2, side=6)
+    views = run_chain([{"random_rotate": {"degree": [90, 90], "center": [0.5, 0.5]}}], images)
+    assert torch.allclose(views, torch.rot90(images, 1, dims=(2, 3)), atol=1e-3)
+
+
+def test_mul_and_flip_are_exact():
+    images = torch.rand(2, 3, 4, 4, generator=seeded(5))
+    assert torch.allclose(run_chain([{"mul": {"factor": 0.2}}], images), 0.5 + (images - 0.5) * 0.2)
+    assert torch.equal(run_chain([{"flip": 1.0}], images), images.flip(-1))
+    assert torch.equal(run_chain([{"flip": 0.0}], images), images)
+
+
+def test_whole_cutouts_without_jitter_show_the_image():
+    images = torch.rand(2, 3, 8, 8, generator=seeded(3))
+    plain = {"cutouts": {"whole": 1, "degree": "0 0", "shear": "0 0", "flip": 0, "noise": 0}}
+    views = run_chain([plain], images, n_views=3)
+    assert torch.allclose(views, images.repeat_interleave(3, dim=0), atol=1e-5)
+
+
+def test_chain_resizes_to_out_size():
+    images = torch.rand(1, 3, 16, 16, generator=seeded(4))
+    assert run_chain([], images, out_size=8).shape == (1, 3, 8, 8)
+    assert run_chain([], images, out_size=24).shape == (1, 3, 24, 24)
+
+
+def test_scheduled_transform_is_skipped_outside_its_window():
+    images = torch.rand(1, 3, 8, 8, generator=seeded(6))
+    config = [{"mul": 0.0, "start": "50%", "end": 0.8}]
+    assert torch.equal(run_chain(config, images, progress=0.2), images)
+    assert torch.equal(run_chain(config, images, progress=0.9), images)
+    assert torch.allclose(run_chain(config, images, progress=0.6), torch.full_like(images, 0.5))
+
+
+def test_ramp_parameter_moves_with_progress():
+    images = torch.ones(1, 3, 4, 4)
+    config = [{"mul": {"factor": [1.0, 0.0], "center": 0.0}}]
+    assert torch.allclose(run_chain(config, images, progress=0.25), torch.full_like(images, 0.75))
+
+
+def double_backward_gradient(chain, out_size):
+    """d/d(scale) of |d loss / d pixels|^2, with `scale` entering before the chain."""
+    scale = torch.tensor(1.3, requires_grad=True)
+    raw = torch.randn(2, 3, 16, 16, generator=seeded(7), requires_grad=True)
+    images = torch.sigmoid(raw * scale)
+    views = chain(images, 0.3, seeded(8), 4)
+    weights = torch.randn(views.shape, generator=seeded(9))
+    loss = (views * weights).sum().pow(2) + views.pow(3).sum()
+    (pixel_grad,) = torch.autograd.grad(loss, raw, create_graph=True)
+    (scale_grad,) = torch.autograd.grad(pixel_grad.pow(2).sum(), scale)
+    return scale_grad
+
+
+def test_double_backward_through_the_default_chain():
+    gradient = double_backward_gradient(build_chain(None, 12), 12)
+    assert torch.isfinite(gradient) and gradient.abs() > 0
+
+
+def test_double_backward_through_every_transform():
+    config = [{"repeat": 3}, TRANSFORM_CASES["random_rotate"][0], {"center_crop": 1.0}]
+    config += [TRANSFORM_CASES[name][0] for name in
+               ("random_scale", "random_shift", "random_crop", "mul", "blur", "flip", "noise", "cutouts")]
+    assert sorted(next(iter(item)) for item in config) == TRANSFORMS.names()
+    gradient = double_backward_gradient(build_chain(config, 12), 12)
+    assert torch.isfinite(gradient) and gradient.abs() > 0
+
+
+def test_unknown_transform_or_parameter_names_the_valid_ones():
+    with pytest.raises(UserError, match="unknown transform 'nois'; valid: blur, center_crop"):
+        build_chain([{"nois": 0.1}], 8)
+    with pytest.raises(UserError, match="unknown parameter 'sigma'; valid: std"):
+        build_chain([{"noise": {"sigma": 0.1}}], 8)
+    with pytest.raises(UserError, match="expects 2 numbers"):
+        build_chain([{"random_rotate": {"degree": "1 2 3"}}], 8)
+    with pytest.raises(UserError, match="exactly one transform"):
+        build_chain([{"noise": 0.1, "flip": 0.5}], 8)
+    with pytest.raises(UserError, match="larger than the image"):
+        run_chain([{"center_crop": 9}], torch.rand(1, 3, 8, 8))
+
+
+def test_lists_parse_from_yaml_lists_and_strings():
+    spellings = ["0.3 0.7", "0.3, 0.7", "0.3,0.7", [0.3, 0.7], ["0.3", "0.7"]]
+    parsed = [TRANSFORMS.configure({"random_rotate": {"center": spelling}}).values["center"]
+              for spelling in spellings]
+    assert parsed == [(0.3, 0.7)] * len(spellings)
+    noise = TRANSFORMS.configure({"noise": "0.1 0.2 0.3"}).values["std"]
+    assert noise == (0.1, 0.2, 0.3)
+    assert TRANSFORMS.configure({"noise": [0.12, 0.02]}).values["std"] == Ramp((0.12,), (0.02,))
+    assert TRANSFORMS.configure({"blur": "5 1.5"}).values == {"kernel_size": 5, "sigma": 1.5}
+    assert TRANSFORMS.configure("flip").values == {"probability": 0.5}
+
+
+def test_help_text_has_one_line_per_entry():
+    for registry in (TRANSFORMS, CONSTRAINTS, POSTPROC):
+        lines = registry.help_text().splitlines()
+        assert [line.split("(")[0] for line in lines] == registry.names()
+
+
+def test_default_views_build():
+    assert build_chain(None, 8).steps == build_chain(DEFAULT_VIEWS, 8).steps
+
+
+# ---------------------------------------------------------------- constraints
+
+
+def constraint_value(item, pixels, progress=0.0):
+    return build_constraints([item])(pixels, progress)
+
+
+def test_blur_constraint_is_exact():
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    assert torch.allclose(constraint_value({"blur": {"kernel_size": 3}}, flat), torch.zeros(2), atol=1e-7)
+    # Columns alternating 0/1: a 3-tap gaussian [a, 1-2a, a] leaves every pixel 2a away from its value.
+    stripes = (torch.arange(8) % 2).float().expand(1, 3, 8, 8)
+    sigma = 0.8
+    side = math.exp(-1 / (2 * sigma**2))
+    a = side / (1 + 2 * side)
+    value = constraint_value({"blur": {"kernel_size": 3, "sigma": sigma}}, stripes)
+    assert torch.allclose(value, torch.tensor([4 * a * a]))
+
+
+def test_saturation_constraint_is_exact():
+    colors = torch.tensor([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0], [0.5, 0.25, 0.5], [0.0, 0.0, 0.0]])
+    pixels = colors.view(4, 3, 1, 1).expand(4, 3, 3, 3)
+    assert torch.allclose(constraint_value("saturation", pixels), torch.tensor([0.0, 1.0, 0.5, 0.0]))
+
+
+def test_mean_std_border_constraints_are_exact():
+    pixels = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1).expand(1, 3, 4, 4).clone()
+    assert torch.allclose(constraint_value("mean", pixels), torch.tensor([0.4]))
+    halves = torch.zeros(1, 3, 4, 4)
+    halves[..., 2:] = 1.0
+    assert torch.allclose(constraint_value("std", halves), torch.tensor([0.5]))
+    zeros = torch.zeros(1, 3, 6, 6)
+    border = {"border": {"size": 1, "color": "0.3 0.6 0.9"}}
+    assert torch.allclose(constraint_value(border, zeros), torch.tensor([0.6]))
+    framed = torch.tensor([0.3, 0.6, 0.9]).view(1, 3, 1, 1).repeat(1, 1, 6, 6)
+    framed[:, :, 1:-1, 1:-1] = 0.0
+    assert torch.allclose(constraint_value(border, framed), torch.tensor([0.0]))
+
+
+def test_constraint_hinges_are_exact():
+    pixels = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    # Overall mean 0.4.
+    assert torch.allclose(constraint_value({"mean": {"weight": 2, "below": 0.3}}, pixels), torch.tensor([0.2]))
+    assert torch.allclose(constraint_value({"mean": {"weight": 2, "above": 0.5}}, pixels), torch.tensor([0.2]))
+    assert torch.allclose(constraint_value({"mean": {"below": 0.5, "above": 0.3}}, pixels), torch.tensor([0.0]))
+    # Per channel: relu(0.2-0.1) + relu(0.4-0.5) + relu(0.6-0.5), times 3.
+    per_channel = {"mean": {"weight": 3, "below": "0.1 0.5 0.5"}}
+    assert torch.allclose(constraint_value(per_channel, pixels), torch.tensor([0.6]))
+    assert torch.allclose(constraint_value({"mean": {"weight": -1}}, pixels), torch.tensor([-0.4]))
+
+
+def test_constraints_sum_and_schedule():
+    pixels = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    assert torch.equal(build_constraints([])(pixels, 0.5), torch.zeros(2))
+    config = [{"mean": {"weight": 1}}, {"mean": {"weight": 10}, "start": 0.5}]
+    constraints = build_constraints(config)
+    assert torch.allclose(constraints(pixels, 0.2), torch.full((2,), 0.4))
+    assert torch.allclose(constraints(pixels, 0.7), torch.full((2,), 4.4))
+
+
+def test_constraints_are_twice_differentiable():
+    scale = torch.tensor(1.3, requires_grad=True)
+    raw = torch.randn(2, 3, 12, 12, generator=seeded(10), requires_grad=True)
+    pixels = torch.sigmoid(raw * scale)
+    constraints = build_constraints(load_recipe("hq")["constraints"] + [{"std": {"above": 0.5}}, "border"])
+    (pixel_grad,) = torch.autograd.grad(constraints(pixels, 0.5).sum(), raw, create_graph=True)
+    (scale_grad,) = torch.autograd.grad(pixel_grad.pow(2).sum(), scale)
+    assert torch.isfinite(scale_grad) and scale_grad.abs() > 0
+
+
+def test_constraint_errors():
+    with pytest.raises(UserError, match="'above' takes one number"):
+        build_constraints([{"saturation": {"above": "0.1 0.2 0.3"}}])
+    with pytest.raises(UserError, match="unknown constraint 'sharpness'; valid: blur, border, mean"):
+        build_constraints([{"sharpness": 1}])
+
+
+# ---------------------------------------------------------------- post-processing
+
+
+def test_postproc_entries_are_exact():
+    pixels = torch.tensor([0.0, 0.26, 0.74, 1.3]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    quantized = build_postproc([{"quantize": 3}])(pixels, 0.0)
+    assert quantized[0, 0].flatten().tolist() == [0.0, 0.5, 0.5, 1.0]
+    clamped = build_postproc([{"clamp": "0.1 0.9"}])(pixels, 0.0)
+    assert torch.allclose(clamped[0, 0].flatten(), torch.tensor([0.1, 0.26, 0.74, 0.9]))
+    shifted = build_postproc([{"mean": 0.5}])(pixels, 0.0)
+    assert torch.allclose(shifted.mean(), torch.tensor(0.5))
+    assert torch.allclose(shifted - pixels, torch.full_like(pixels, 0.5 - pixels.mean()))
+    framed = build_postproc([{"border": {"size": 1, "color": 0.25}}])(torch.ones(1, 3, 4, 4), 0.0)
+    expected = torch.full((4, 4), 0.25)
+    expected[1:3, 1:3] = 1.0
+    assert torch.equal(framed[0, 1], expected)
+    flat = torch.full((1, 3, 5, 5), 0.7)
+    assert torch.allclose(build_postproc(["blur"])(flat, 0.0), flat)
+    assert torch.equal(quantize_pixels(pixels, 0), pixels)
+
+
+def test_postproc_returns_new_pixels_without_grad_and_respects_schedule():
+    pixels = torch.full((1, 3, 4, 4), 2.0, requires_grad=True)
+    postproc = build_postproc([{"clamp": {"max": 1.0}, "end": "50%"}])
+    early = postproc(pixels, 0.1)
+    assert not early.requires_grad and torch.equal(early, torch.ones(1, 3, 4, 4))
+    assert torch.equal(pixels.detach(), torch.full((1, 3, 4, 4), 2.0))
+    assert torch.equal(postproc(pixels, 0.6), pixels.detach())
+
+
+# ---------------------------------------------------------------- scheduling
+
+
+def test_positions_and_activity():
+    assert parse_position(0.3) == 0.3
+    assert parse_position("30%") == 0.3
+    assert parse_position("120") == 120 and parse_position(120) == 120
+    assert is_active(None, None, 0.0) and is_active(None, None, 1.0)
+    assert not is_active("30%", None, 0.2) and is_active("30%", None, 0.3)
+    assert is_active(None, 0.5, 0.49) and not is_active(None, 0.5, 0.5)
+    assert is_active(50, 150, 100 / 200, total_steps=200)
+    assert not is_active(50, 150, 150 / 200, total_steps=200)
+    assert not is_active(50, None, 49 / 200, total_steps=200)
+    assert is_active(None, "100%", 1.0)
+    for bad in ("soon", "150%", -3, True):
+        with pytest.raises(UserError):
+            parse_position(bad)
+    with pytest.raises(UserError, match="total step count"):
+        is_active(10, None, 0.5)
+
+
+def test_ramp_values():
+    assert value_at(Ramp(1.0, 0.0), 0.25) == 0.75
+    assert value_at(Ramp((0.0, 10.0), (1.0, 20.0)), 0.5) == (0.5, 15.0)
+    assert value_at(Ramp(3, 11, integer=True), 0.5) == 7
+    assert value_at(0.4, 0.9) == 0.4
+
+
+# ---------------------------------------------------------------- targets
+
+
+def test_parse_targets(tmp_path):
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"")
+    assert parse_targets("a lemon") == [Target("text", "a lemon", 1.0)]
+    assert parse_targets("a lemon:1 | text, words:-0.5") == [
+        Target("text", "a lemon", 1.0), Target("text", "text, words", -0.5)]
+    assert parse_targets(f"{image}:0.3 | a cat") == [
+        Target("image", str(image), 0.3), Target("text", "a cat", 1.0)]
+    assert parse_targets("ratio 3:2 photo") == [Target("text", "ratio 3:2 photo", 1.0)]
+    assert parse_targets("a:b") == [Target("text", "a:b", 1.0)]
+    assert parse_targets("a photo 16:9") == [Target("text", "a photo 16:9", 1.0)]
+    assert parse_targets("night sky : .5") == [Target("text", "night sky", 0.5)]
+    assert parse_targets("a photo of cat.png") == [Target("text", "a photo of cat.png", 1.0)]
+    for bad in ("", "a lemon | ", ":2", "missing/cat.png"):
+        with pytest.raises(UserError):
+            parse_targets(bad)
+
+
+def test_combine_targets():
+    embeddings = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    assert torch.allclose(combine_targets(embeddings, [1.0, -0.5]), torch.tensor([1.0, -0.5]))
+    with pytest.raises(UserError):
+        combine_targets(embeddings, [-1.0, 0.5])
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def test_recipes_load_and_validate():
+    assert load_recipe(None) == load_recipe("default") == DEFAULT_RECIPE
+    original = load_recipe("original")
+    assert original["quantize"] == 16 and original["size"] == 128
+    hq = load_recipe("hq")
+    assert [next(iter(item)) for item in hq["constraints"]] == ["blur", "saturation"]
+    with pytest.raises(UserError, match="recipe not found: nonesuch"):
+        load_recipe("nonesuch")
+
+
+def test_merge_overrides_and_validation(tmp_path):
+    recipe = load_recipe("default")
+    merged = merge_overrides(recipe, {"size": 64, "lr": None, "cutn": "4"})
+    assert (merged["size"], merged["lr"], merged["cutn"]) == (64, 0.12, 4)
+    assert recipe["size"] == 128
+    with pytest.raises(UserError, match="unknown key 'sise'; valid: size, stages"):
+        validate_recipe({**recipe, "sise": 64})
+    with pytest.raises(UserError, match="unknown parameter 'angle'; valid: degree, center, padding"):
+        validate_recipe({**recipe, "views": [{"random_rotate": {"angle": 3}}]})
+    with pytest.raises(UserError, match="lr"):
+        merge_overrides(recipe, {"lr": "fast"})
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("size: 96\nviews:\n  - noise: 0.1 0.2 0.3\n    end: 50%\n")
+    loaded = load_recipe(str(custom))
+    assert loaded["size"] == 96 and loaded["stages"] == DEFAULT_RECIPE["stages"]
+    custom.write_text(recipe_to_yaml(loaded))
+    assert load_recipe(str(custom)) == loaded
+    custom.write_text("size: [\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_recipe(str(custom))
+
+
+# ---------------------------------------------------------------- reference
+
+
+def test_reference_doc_is_up_to_date():
+    assert Path(REFERENCE_PATH).read_text(encoding="utf-8") == reference_markdown(), (
+        "docs/reference.md is stale: run `python -m core.registry`"
+    )
