@@ -193,7 +193,7 @@ def bake_prompts(clip: Clip, prompt_embeddings: torch.Tensor, settings: RenderSe
     if bake.meta not in META_OPTIMIZERS:
         raise ValueError(f"unknown meta-optimiser {bake.meta!r}")
     began = time.monotonic()
-    pipeline = Pipeline.build(settings, clip)
+    pipeline = Pipeline.build(settings, clip, bake.stages * settings.steps_per_stage)
     optimise, _ = META_OPTIMIZERS[bake.meta]
     guides, curve = optimise(clip, prompt_embeddings, settings, bake, seeds, view_seed, pipeline,
                              on_meta_step or (lambda step, point: None))

@@ -89,6 +89,10 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
 
 def run(main: Callable[[], int | None]) -> None:
     """Run a script's main: a `UserError` (or a full GPU) becomes one line on stderr and exit status 2."""
+    import warnings
+
+    # the clip package imports pkg_resources, which warns on every run; users cannot act on it
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     try:
         status = main()
     except UserError as error:

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """`2·arcsin(‖x̂−ŷ‖/2)²` over the last dim: the squared great-circle distance (halved) of unit vectors."""
     chord = (F.normalize(x, dim=-1) - F.normalize(y, dim=-1)).norm(dim=-1)
-    # clamp keeps arcsin's gradient finite when two vectors are exactly opposite
-    return chord.div(2).clamp(max=1 - 1e-6).arcsin().pow(2).mul(2)
+    # rounding can push the half chord of opposite vectors just past 1, outside arcsin's domain
+    return chord.div(2).clamp(max=1.0).arcsin().pow(2).mul(2)
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:

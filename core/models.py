@@ -55,8 +55,10 @@ class Clip:
                 raise UserError("empty prompt")
         try:
             return clip.tokenize(prompts, truncate=truncate)
-        except RuntimeError as error:
-            raise UserError(f"prompt too long for CLIP's 77 tokens (use --truncate): {error}") from None
+        except RuntimeError:
+            longest = max(prompts, key=len)
+            shown = longest if len(longest) <= 60 else longest[:57] + "..."
+            raise UserError(f"prompt longer than CLIP's 77 tokens (use --truncate): '{shown}'") from None
 
     def encode_text(self, prompts: list[str], truncate: bool = False) -> torch.Tensor:
         """Unit-norm float32 embeddings [N, D] of `prompts`, computed once and without gradients."""

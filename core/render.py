@@ -101,14 +101,16 @@ class Pipeline:
     postproc: Callable  # (images, progress) -> images
 
     @classmethod
-    def build(cls, settings: RenderSettings, clip: Clip) -> "Pipeline":
+    def build(cls, settings: RenderSettings, clip: Clip, total_steps: int | None = None) -> "Pipeline":
+        """Build the parts; `total_steps` resolves `start`/`end` given in steps."""
         from core.constraints import build_constraints
         from core.postproc import build_postproc
         from core.transforms import DEFAULT_VIEWS, build_chain
 
         views = settings.views if settings.views is not None else DEFAULT_VIEWS
-        return cls(build_chain(views, clip.image_size), build_constraints(settings.constraints),
-                   build_postproc(settings.postproc))
+        return cls(build_chain(views, clip.image_size, total_steps),
+                   build_constraints(settings.constraints, total_steps),
+                   build_postproc(settings.postproc, total_steps))
 
 
 def autocast_for(device: torch.device):
@@ -160,8 +162,8 @@ def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, st
     View augmentations are drawn from one generator seeded with `view_seed` and shared by all prompts
     of the batch, so a prompt's run does not depend on the batch it is in.
     """
-    pipeline = pipeline or Pipeline.build(settings, clip)
     prompts, stages, _ = stage_targets.shape
+    pipeline = pipeline or Pipeline.build(settings, clip, stages * settings.steps_per_stage)
     generator = torch.Generator(device=clip.device).manual_seed(int(view_seed))
     pixels = start
     state = AdamState(torch.zeros_like(start), torch.zeros_like(start))

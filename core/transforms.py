@@ -1,9 +1,13 @@
 """View transforms: the augmented views of the pixels that CLIP is shown (CLIPig's `transforms`).
 
-Every transform works on a whole batch `[N, 3, H, W]` at once, draws its per-image random
+Every transform works on a whole batch `[B * n_views, 3, H, W]` at once, draws its random
 parameters from a `torch.Generator` in one call (no Python loop over images), and is built from
 twice-differentiable operations (`grid_sample`, `gather`, `interpolate`, `conv2d`), because the bake
 differentiates through the renderer's own gradient steps.
+
+Random parameters are drawn per view index: view `j` of every image in the batch gets the same
+draw. The B images are different prompts rendered together, so this keeps a prompt's views (and so
+its whole run) independent of which batch it is in, while the n_views views of one image differ.
 """
 
 from __future__ import annotations
@@ -45,22 +49,44 @@ class ViewContext:
     base_size: int  # the smaller side of the images given to the chain; float sizes are multiples of it
     out_size: int  # the CLIP input resolution the chain ends at
     n_views: int  # views per image
+    n_images: int  # images in the batch (rows = n_images * n_views)
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _uniform(context: ViewContext, count: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
-    """`count` uniform numbers in [low, high], drawn in one call on the generator's device."""
-    generator = context.generator
-    draws = torch.rand(count, generator=generator, device=generator.device)
-    return (low + (high - low) * draws).to(device=like.device, dtype=like.dtype)
+def _per_view(context: ViewContext, draws: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Draws `[n_views, ...]` tiled to one per row `[n_images * n_views, ...]` (row i*n+j gets draw j)."""
+    tiled = draws.repeat(context.n_images, *([1] * (draws.dim() - 1)))
+    return tiled.to(device=like.device, dtype=like.dtype if tiled.is_floating_point() else tiled.dtype)
 
 
-def _chance(context: ViewContext, count: int, probability: float, device: torch.device) -> torch.Tensor:
-    """`count` booleans, each true with `probability`."""
+def _uniform(context: ViewContext, low: float, high: float, like: torch.Tensor, *shape: int) -> torch.Tensor:
+    """Uniform numbers in [low, high], `[rows, *shape]`, drawn in one call on the generator's device."""
     generator = context.generator
-    return (torch.rand(count, generator=generator, device=generator.device) < probability).to(device)
+    draws = torch.rand((context.n_views, *shape), generator=generator, device=generator.device)
+    return _per_view(context, low + (high - low) * draws, like)
+
+
+def _normal(context: ViewContext, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like `like` (`[rows, C, H, W]`), one field per view index."""
+    generator = context.generator
+    draws = torch.randn((context.n_views, *like.shape[1:]), generator=generator, device=generator.device)
+    return _per_view(context, draws, like)
+
+
+def _chance(context: ViewContext, probability: float, like: torch.Tensor) -> torch.Tensor:
+    """`[rows]` booleans, each true with `probability`."""
+    generator = context.generator
+    draws = torch.rand(context.n_views, generator=generator, device=generator.device) < probability
+    return _per_view(context, draws, like)
+
+
+def _integers(context: ViewContext, high: int, like: torch.Tensor) -> torch.Tensor:
+    """`[rows]` integers in [0, high)."""
+    generator = context.generator
+    draws = torch.randint(0, high, (context.n_views,), generator=generator, device=generator.device)
+    return _per_view(context, draws, like)
 
 
 def _pixels(size: int | float, context: ViewContext) -> int:
@@ -178,9 +204,7 @@ def noise(images, values, context):
     Noise hides small pixel patterns from CLIP, so only features it is sure about grow.
     """
     std = images.new_tensor(values["std"]).view(1, -1, 1, 1)
-    generator = context.generator
-    draws = torch.randn(images.shape, generator=generator, device=generator.device)
-    return images + draws.to(device=images.device, dtype=images.dtype) * std
+    return images + _normal(context, images) * std
 
 
 @TRANSFORMS.register(
@@ -193,11 +217,11 @@ def random_shift(images, values, context):
     The wrap-around makes the result a seamless texture; shifts are whole pixels,
     `round(fraction * side)`, drawn separately for x and y.
     """
-    count, _, height, width = images.shape
+    _, _, height, width = images.shape
     low, high = values["shift"]
-    fractions = _uniform(context, 2 * count, low, high, images).view(2, count)
-    shift_rows = torch.round(fractions[0] * height).long()
-    shift_cols = torch.round(fractions[1] * width).long()
+    fractions = _uniform(context, low, high, images, 2)
+    shift_rows = torch.round(fractions[:, 0] * height).long()
+    shift_cols = torch.round(fractions[:, 1] * width).long()
     return roll_images(images, shift_rows, shift_cols)
 
 
@@ -212,11 +236,11 @@ def random_rotate(images, values, context):
 
     Rotation breaks the pixel grid that CLIP otherwise fills with high-frequency artefacts.
     """
-    count, _, height, width = images.shape
+    _, _, height, width = images.shape
     low, high = values["degree"]
-    angles = _uniform(context, count, low, high, images)
+    angles = _uniform(context, low, high, images)
     center_low, center_high = values["center"]
-    centers = _uniform(context, 2 * count, center_low, center_high, images).view(count, 2) * 2 - 1
+    centers = _uniform(context, center_low, center_high, images, 2) * 2 - 1
     linear = _pixel_linear_to_theta(_rotations(angles), height, width)
     # input = c + A (p - c): rotate about the centre c.
     translation = centers - (linear @ centers[:, :, None])[:, :, 0]
@@ -233,7 +257,7 @@ def random_scale(images, values, context):
     """Zoom each view by a random factor about the image centre."""
     count, _, height, width = images.shape
     low, high = values["scale"]
-    scales = _uniform(context, count, low, high, images)
+    scales = _uniform(context, low, high, images)
     theta = images.new_zeros(count, 2, 3)
     theta[:, 0, 0] = 1 / scales
     theta[:, 1, 1] = 1 / scales
@@ -245,16 +269,15 @@ def random_scale(images, values, context):
 )
 def random_crop(images, values, context):
     """Cut a square window of `size` from a random position of each view."""
-    count, _, height, width = images.shape
+    _, _, height, width = images.shape
     size = _pixels(values["size"], context)
     if size > min(height, width):
         raise UserError(f"random_crop size {size} px is larger than the image ({width}x{height} px)")
-    generator = context.generator
-    tops = torch.randint(0, height - size + 1, (count,), generator=generator, device=generator.device)
-    lefts = torch.randint(0, width - size + 1, (count,), generator=generator, device=generator.device)
+    tops = _integers(context, height - size + 1, images)
+    lefts = _integers(context, width - size + 1, images)
     offsets = torch.arange(size, device=images.device)
-    rows = tops.to(images.device)[:, None] + offsets
-    cols = lefts.to(images.device)[:, None] + offsets
+    rows = tops[:, None] + offsets
+    cols = lefts[:, None] + offsets
     return gather_windows(images, rows, cols)
 
 
@@ -312,7 +335,7 @@ def blur(images, values, context):
 )
 def flip(images, values, context):
     """Mirror views horizontally at random."""
-    flipped = _chance(context, images.shape[0], values["probability"], images.device)
+    flipped = _chance(context, values["probability"], images)
     return torch.where(flipped[:, None, None, None], images.flip(-1), images)
 
 
@@ -347,22 +370,22 @@ def cutouts(images, values, context):
         height, width = images.shape[-2:]
         side = min(height, width)
 
-    scales = _uniform(context, count, scale_low, scale_high, images)
+    scales = _uniform(context, scale_low, scale_high, images)
     view_index = torch.arange(count, device=images.device) % context.n_views
-    whole = view_index < round(values["whole"] * context.n_views)
+    whole = view_index < math.floor(values["whole"] * context.n_views + 0.5)  # round half up
     scales = torch.where(whole, torch.ones_like(scales), scales)
 
     # Crop side in normalised units per axis; the centre keeps the crop inside the image.
     extent_x = scales * side / width
     extent_y = scales * side / height
-    offsets = _uniform(context, 2 * count, -1.0, 1.0, images).view(2, count)
-    centers = torch.stack([offsets[0] * (1 - extent_x), offsets[1] * (1 - extent_y)], dim=1)
+    offsets = _uniform(context, -1.0, 1.0, images, 2)
+    centers = torch.stack([offsets[:, 0] * (1 - extent_x), offsets[:, 1] * (1 - extent_y)], dim=1)
 
     degree_low, degree_high = values["degree"]
     shear_low, shear_high = values["shear"]
-    angles = _uniform(context, count, degree_low, degree_high, images)
-    shears = torch.tan(_uniform(context, count, shear_low, shear_high, images) * (math.pi / 180))
-    mirrored = _chance(context, count, values["flip"], images.device)
+    angles = _uniform(context, degree_low, degree_high, images)
+    shears = torch.tan(_uniform(context, shear_low, shear_high, images) * (math.pi / 180))
+    mirrored = _chance(context, values["flip"], images)
     mirror = torch.where(mirrored, -torch.ones_like(scales), torch.ones_like(scales))
     shear_matrix = torch.zeros(count, 2, 2, device=images.device, dtype=images.dtype)
     shear_matrix[:, 0, 0] = mirror
@@ -377,12 +400,10 @@ def cutouts(images, values, context):
 
     if values["grayscale"] > 0:
         grey = (views * views.new_tensor(LUMINANCE).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(views)
-        greyed = _chance(context, count, values["grayscale"], images.device)
+        greyed = _chance(context, values["grayscale"], images)
         views = torch.where(greyed[:, None, None, None], grey, views)
     if values["noise"] > 0:
-        generator = context.generator
-        draws = torch.randn(views.shape, generator=generator, device=generator.device)
-        views = views + draws.to(device=views.device, dtype=views.dtype) * values["noise"]
+        views = views + _normal(context, views) * values["noise"]
     return views
 
 
@@ -401,11 +422,13 @@ class ViewChain:
     ) -> torch.Tensor:
         """Views `[B * n_views, 3, out_size, out_size]` of `images [B, 3, H, W]` at `progress` (0..1).
 
-        The views of image `i` are rows `i * n_views ... i * n_views + n_views - 1`.
+        The views of image `i` are rows `i * n_views ... i * n_views + n_views - 1`; view `j` of every
+        image uses the same random draw, so an image's views do not depend on the rest of the batch.
+        A generator on the images' device avoids copying the random numbers.
         """
         if n_views < 1:
             raise ValueError(f"n_views must be at least 1, got {n_views}")
-        context = ViewContext(generator, min(images.shape[-2:]), self.out_size, n_views)
+        context = ViewContext(generator, min(images.shape[-2:]), self.out_size, n_views, images.shape[0])
         views = images.repeat_interleave(n_views, dim=0)
         for step in self.steps:
             if step.active(progress):

@@ -74,6 +74,17 @@ def test_views_of_image_i_are_consecutive_rows():
         assert torch.equal(views[index], images[index // 4])
 
 
+@pytest.mark.parametrize("config", [None, [item for item, _, _ in TRANSFORM_CASES.values()]])
+def test_views_of_an_image_do_not_depend_on_its_batch(config):
+    # Prompts rendered together must get the same views as when rendered alone.
+    images = torch.rand(3, 3, 16, 16, generator=seeded(11))
+    chain = build_chain(config, 12)
+    together = chain(images, 0.5, seeded(12), 4)
+    alone = chain(images[1:2], 0.5, seeded(12), 4)
+    assert torch.allclose(together[4:8], alone, atol=1e-6)
+    assert not torch.allclose(together[4], together[5])
+
+
 def test_random_shift_with_known_shift_equals_torch_roll():
     images = numbered_images(count=2, side=8)
     views = run_chain([{"random_shift": [0.25, 0.25]}], images)

@@ -1,0 +1,352 @@
+"""The claim queue: workers sharing a store bake every prompt once, and a dead worker's prompts again.
+
+A prompt is *claimed* by creating `<store>/.claims/<slug>.claim` with `O_CREAT | O_EXCL` (atomic on local
+file systems and NFS v3+), so of two claimers exactly one wins. The file holds JSON: the worker id, host,
+pid, pid namespace, claim time and a random token. Its modification time is the *heartbeat*: a thread of
+the claiming worker touches it every `ttl / 4` seconds while it bakes.
+
+A claim is *expired* when its heartbeat is older than `ttl` seconds (the worker died or hangs), or at once
+when its process no longer exists on this host (same host name and pid namespace). An expired claim is
+taken over by renaming it away (only one renamer wins) and claiming afresh. The worker that lost a claim
+(it was too slow to beat) notices at its next heartbeat or before saving, and does not save.
+
+Workers claim first and then check the store: a prompt baked and released meanwhile is then seen as
+baked, never baked twice. Store writes are atomic (`core.store.write_atomically`), so a killed worker
+leaves nothing half-written, only a claim that expires.
+
+Clocks: heartbeats are written with the claimer's clock and compared with the reader's, so hosts sharing a
+store need clocks that agree to well within the TTL (NTP does), and the TTL should exceed the file
+system's attribute cache time (NFS: `acregmax`, 60 s by default).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
+
+CLAIMS_DIR = ".claims"
+DEFAULT_TTL = 120.0  # seconds without a heartbeat after which a claim is dead
+
+Item = TypeVar("Item")
+
+
+@dataclass
+class Claim:
+    """One claim file's contents; `heartbeat` is the file's modification time when it was read."""
+
+    label: str
+    worker: str
+    host: str
+    pid: int
+    pidns: str
+    claimed: float
+    token: str
+    heartbeat: float = 0.0
+    inode: int = 0
+
+    def describe(self, now: float | None = None) -> str:
+        """`worker on host (pid), heartbeat N s ago`, for logs."""
+        age = (now or time.time()) - self.heartbeat
+        who = f"{self.worker or 'a worker'} on {self.host or 'an unknown host'} (pid {self.pid or '?'})"
+        return f"{who}, heartbeat {age:.0f} s ago"
+
+
+def _pid_namespace() -> str:
+    # Two containers may share a host name but not their process ids: a pid is only checked within one.
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def worker_id(rank: int | str | None = None) -> str:
+    """A readable id for this process: `host-pid` (and the rank among its siblings, if given)."""
+    base = f"{socket.gethostname()}-{os.getpid()}"
+    return base if rank is None else f"{base}-{rank}"
+
+
+def claims_dir(store: str | os.PathLike) -> Path:
+    """Where the claims of a store live (hidden, so the store's listings ignore it)."""
+    return Path(store) / CLAIMS_DIR
+
+
+def claim_file(store: str | os.PathLike, label: str) -> Path:
+    """The claim file of a prompt: the prompt's store slug, so claims and paths correspond one to one."""
+    from core.store import slugify
+
+    return claims_dir(store) / f"{slugify(label)}.claim"
+
+
+def read_claim(file: Path) -> Claim | None:
+    """The claim in `file`, None if there is none. A file still being written reads as an anonymous claim
+    whose heartbeat is its modification time (so it expires like any other if its writer died)."""
+    try:
+        with open(file, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            raw = handle.read()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        claim = Claim(**{key: data[key] for key in ("label", "worker", "host", "pid", "pidns", "claimed", "token")})
+    except (ValueError, KeyError, TypeError):
+        claim = Claim(label="", worker="", host="", pid=0, pidns="", claimed=stat.st_mtime, token="")
+    claim.heartbeat = stat.st_mtime
+    claim.inode = stat.st_ino
+    return claim
+
+
+def _process_gone(claim: Claim) -> bool:
+    if not claim.pid or claim.host != socket.gethostname() or not claim.pidns or claim.pidns != _pid_namespace():
+        return False
+    try:
+        os.kill(claim.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def is_expired(claim: Claim, ttl: float, now: float | None = None) -> bool:
+    """True when the claim's heartbeat is older than `ttl` s, or its process is gone from this host."""
+    now = time.time() if now is None else now
+    return now - claim.heartbeat > ttl or _process_gone(claim)
+
+
+def _take_over(file: Path, stale: Claim) -> bool:
+    """Remove the expired claim `stale` from `file`; False if someone else got there first.
+
+    Renaming is atomic, so of several takers only one moves the file away. If what it moved is no longer
+    the claim judged expired (renewed, or already replaced by another taker), it is put back with
+    `link` (which never replaces a file) and the take-over is abandoned.
+    """
+    private = file.with_name(f"{file.name}.{uuid.uuid4().hex}.stale")
+    try:
+        os.rename(file, private)
+    except FileNotFoundError:
+        return False
+    moved = read_claim(private)
+    if moved is not None and (moved.token, moved.inode, moved.heartbeat) == (stale.token, stale.inode,
+                                                                             stale.heartbeat):
+        private.unlink(missing_ok=True)
+        return True
+    try:
+        os.link(private, file)
+    except FileExistsError:
+        pass  # a newer claim is there already; the displaced owner sees its claim lost at its next beat
+    private.unlink(missing_ok=True)
+    return False
+
+
+def try_claim(store: str | os.PathLike, label: str, worker: str, ttl: float = DEFAULT_TTL) -> Claim | None:
+    """Claim the prompt `label` for `worker`: the new claim, or None while someone else's is live."""
+    file = claim_file(store, label)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):  # a claim that vanished or expired under our eyes: try again, a few times
+        now = time.time()
+        claim = Claim(label=label, worker=worker, host=socket.gethostname(), pid=os.getpid(),
+                      pidns=_pid_namespace(), claimed=now, token=uuid.uuid4().hex)
+        try:
+            descriptor = os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            existing = read_claim(file)
+            if existing is not None and not is_expired(existing, ttl):
+                return None
+            if existing is not None and not _take_over(file, existing):
+                return None
+            continue
+        fields = {key: value for key, value in asdict(claim).items() if key not in ("heartbeat", "inode")}
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(fields, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.utime(file, (now, now))
+        stat = os.stat(file)
+        claim.heartbeat, claim.inode = stat.st_mtime, stat.st_ino
+        return claim
+    return None
+
+
+def holds(store: str | os.PathLike, claim: Claim) -> bool:
+    """True while `claim` is still the one in its file (not expired and taken over by someone else)."""
+    current = read_claim(claim_file(store, claim.label))
+    return current is not None and current.token == claim.token
+
+
+def refresh(store: str | os.PathLike, claim: Claim) -> bool:
+    """The heartbeat: touch the claim file; False (and nothing touched) if the claim was lost."""
+    if not holds(store, claim):
+        return False
+    now = time.time()
+    try:
+        os.utime(claim_file(store, claim.label), (now, now))
+    except FileNotFoundError:
+        return False
+    claim.heartbeat = now
+    return True
+
+
+def release(store: str | os.PathLike, claim: Claim) -> None:
+    """Remove `claim` if it is still ours (a lost claim belongs to its new owner and stays)."""
+    if holds(store, claim):
+        claim_file(store, claim.label).unlink(missing_ok=True)
+
+
+class ClaimQueue:
+    """A worker's view of the shared queue: claims batches of prompts, beats their hearts, releases them.
+
+    `workers` is how many workers share the list: a worker claims at most its share of what is left, so
+    a short list is spread over the workers instead of going whole to the first one to start.
+    """
+
+    def __init__(self, store: str | os.PathLike, worker: str | None = None, ttl: float = DEFAULT_TTL,
+                 workers: int = 1, log: Callable[[str], None] = print):
+        if ttl <= 0:
+            from core.errors import UserError
+
+            raise UserError(f"--claim-ttl must be positive, got {ttl}")
+        self.store = Path(store)
+        self.worker = worker or worker_id()
+        self.ttl = float(ttl)
+        self.workers = max(1, int(workers))
+        self.log = log
+        self.held: dict[str, Claim] = {}
+        self.lost: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
+
+    # --- claims ---
+
+    def claim(self, label: str) -> bool:
+        """Claim one prompt; True if it is now ours."""
+        claim = try_claim(self.store, label, self.worker, self.ttl)
+        if claim is None:
+            return False
+        with self._lock:
+            self.held[label] = claim
+            self.lost.discard(label)
+        self._start_heartbeat()
+        return True
+
+    def holds(self, label: str) -> bool:
+        """True if the prompt's claim is still ours (checked on disk: call it right before saving)."""
+        with self._lock:
+            claim = self.held.get(label)
+        return claim is not None and holds(self.store, claim)
+
+    def release(self, label: str) -> None:
+        """Give up the claim of a prompt (baked, failed, or not to be baked after all)."""
+        with self._lock:
+            claim = self.held.pop(label, None)
+        if claim is not None:
+            release(self.store, claim)
+
+    def close(self) -> None:
+        """Release every claim still held and stop the heartbeat."""
+        for label in list(self.held):
+            self.release(label)
+        self._stop.set()
+        if self._beater is not None:
+            self._beater.join(timeout=5)
+            self._beater = None
+
+    def __enter__(self) -> "ClaimQueue":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- heartbeat ---
+
+    def beat(self) -> None:
+        """Refresh every held claim once; a claim found lost is dropped (and logged)."""
+        with self._lock:
+            claims = list(self.held.values())
+        for claim in claims:
+            if not refresh(self.store, claim):
+                with self._lock:
+                    if self.held.get(claim.label) is claim:
+                        del self.held[claim.label]
+                        self.lost.add(claim.label)
+                self.log(f"warning: lost the claim of '{claim.label}' (heartbeat too late); another worker "
+                         f"may bake it")
+
+    def _start_heartbeat(self) -> None:
+        if self._beater is not None and self._beater.is_alive():
+            return
+        self._stop.clear()
+        interval = self.ttl / 4
+
+        def run() -> None:
+            while not self._stop.wait(interval):
+                self.beat()
+
+        self._beater = threading.Thread(target=run, name=f"claims-heartbeat-{self.worker}", daemon=True)
+        self._beater.start()
+
+    # --- the queue ---
+
+    def is_baked(self, label: str) -> bool:
+        """True if the store holds the prompt (baked by anyone)."""
+        from core.store import find_path
+
+        return find_path(self.store, label) is not None
+
+    def batches(self, items: Iterable[Item], size: int, label_of: Callable[[Item], str]) -> Iterator[list[Item]]:
+        """Yield batches of up to `size` items whose prompts this worker has claimed, until none is left.
+
+        Items baked by others are dropped; items claimed by live others are waited for (polling) until
+        they are baked or their claim expires and they are claimed here. The caller releases each
+        claim when its prompt is saved or failed; whatever is still held when the generator is closed
+        is released then.
+        """
+        pending = list(items)
+        poll = max(0.2, min(self.ttl / 4, 1.0))
+        waiting_for: frozenset[str] = frozenset()
+        try:
+            while pending:
+                limit = min(size, max(1, math.ceil(len(pending) / self.workers)))
+                batch, left, busy = [], [], []
+                for item in pending:
+                    label = label_of(item)
+                    if len(batch) >= limit:
+                        left.append(item)
+                    elif self.is_baked(label):
+                        continue
+                    elif self.claim(label):
+                        if self.is_baked(label):  # baked and released just before our claim
+                            self.release(label)
+                            continue
+                        batch.append(item)
+                    else:
+                        left.append(item)
+                        busy.append(label)
+                pending = left
+                if batch:
+                    waiting_for = frozenset()
+                    yield batch
+                elif pending:
+                    if frozenset(busy) != waiting_for:
+                        waiting_for = frozenset(busy)
+                        self._log_waiting(busy)
+                    time.sleep(poll)
+        finally:
+            for label in list(self.held):
+                self.release(label)
+
+    def _log_waiting(self, labels: list[str]) -> None:
+        if not labels:
+            return
+        claim = read_claim(claim_file(self.store, labels[0]))
+        holder = f" ('{labels[0]}': {claim.describe()})" if claim is not None else ""
+        self.log(f"waiting for {len(labels)} prompt(s) claimed by other workers{holder}; a claim expires "
+                 f"{self.ttl:.0f} s after its last heartbeat")
