@@ -19,7 +19,7 @@ from core.bake import BakeSettings, bake_prompts
 from core.cli import recipe_overrides
 from core.errors import UserError
 from core.models import Clip, load_clip
-from core.render import ProgressReporter, RenderSettings, blend, random_pixels, replay, to_image
+from core.render import ProgressReporter, RenderSettings, blend, from_image, random_pixels, replay, to_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -88,6 +88,8 @@ class Output:
     upscale: int = 4
     save_every: int = 0
     gif: bool = False
+    init: str | None = None  # an image to start from instead of random pixels
+    recipe_yaml: str = ""  # written beside the image so the result can be reproduced
 
 
 def final_image(pixels: torch.Tensor, quantize: int) -> torch.Tensor:
@@ -102,6 +104,7 @@ def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSet
                     output: Output, quiet: bool = False, tracker=None) -> Path:
     """Replay stage targets [S, D] from the seed's random pixels and save the image (frames, GIF)."""
     from core.images import save_gif, save_png
+    from core.store import write_atomically
 
     frames: list[torch.Tensor] = []
     total = stage_targets.shape[0] * settings.steps_per_stage
@@ -117,11 +120,18 @@ def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSet
             save_png(frame, output.directory, f"{output.stem}-step{step + 1:05d}", output.metadata,
                      output.upscale)
 
-    start = random_pixels([seed], settings.size, clip.device)
+    if output.init:
+        from core.images import load_image
+
+        start = from_image(load_image(output.init, settings.size))[None].to(clip.device)
+    else:
+        start = random_pixels([seed], settings.size, clip.device)
     pixels = replay(clip, stage_targets[None].to(clip.device), settings, start, view_seed=seed, on_step=on_step)
     progress.close()
     image = final_image(pixels[0].detach().cpu(), output.quantize)
     file = save_png(image, output.directory, output.stem, output.metadata, output.upscale)
+    if output.recipe_yaml:
+        write_atomically(file.with_suffix(".yaml"), lambda handle: handle.write(output.recipe_yaml.encode()))
     if output.gif and frames:
         save_gif(frames + [image], output.directory, output.stem, output.upscale, duration_ms=120)
     if tracker is not None:
@@ -132,12 +142,15 @@ def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSet
 def make_output(args: argparse.Namespace, method: str, label: str, clip: Clip, recipe: dict,
                 extra: dict | None = None) -> Output:
     """The output settings of a run: file stem `<method>-<slug>` and the PNG metadata."""
+    from core.recipes import recipe_to_yaml
     from core.store import slugify
 
     metadata = {"prompt": label, "method": method, "seed": args.seed, "model": clip.name,
                 "recipe": json.dumps(recipe, sort_keys=True), **(extra or {})}
+    if args.init:
+        metadata["init"] = args.init
     return Output(args.out, f"{method}-{slugify(label)}", metadata, recipe.get("quantize") or 0,
-                  args.upscale, args.save_every, args.gif)
+                  args.upscale, args.save_every, args.gif, args.init, recipe_to_yaml(recipe))
 
 
 def _tracker(args: argparse.Namespace, job: str, config: dict):

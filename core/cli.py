@@ -22,9 +22,21 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+def toolkit_epilog() -> str:
+    """The transforms, constraints and post-processing a recipe can use, listed from their registries."""
+    from core.constraints import CONSTRAINTS
+    from core.postproc import POSTPROC
+    from core.transforms import TRANSFORMS
+
+    parts = [f"{registry.title} (recipe key '{key}'):\n" + "\n".join(f"  {line}" for line in registry.help_text().splitlines())
+             for key, registry in (("views", TRANSFORMS), ("constraints", CONSTRAINTS), ("postproc", POSTPROC))]
+    return "\n\n".join(parts) + "\n\nFull reference: docs/reference.md"
+
+
 def make_parser(description: str, recipe: bool = True) -> Parser:
     """A parser with the options every script takes (model, device, seed, out, store, ...)."""
-    parser = Parser(description=description, formatter_class=_Formatter)
+    parser = Parser(description=description, formatter_class=_Formatter,
+                    epilog=toolkit_epilog() if recipe else None)
     parser.add_argument("--model", default="auto",
                         help="CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes'), tiny, "
                              "scenes, scenes-judge, any clip.available_models() name, or a local weights file")
@@ -51,6 +63,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cutn", type=int, help="augmented views per step")
     group.add_argument("--quantize", type=int, help="colour levels of the saved image (16 = the original's "
                                                     "pixel-art look; 0 = off)")
+    group.add_argument("--init", help="start from this image instead of random pixels")
     group.add_argument("--save-every", type=int, default=0, help="save a frame every N steps (0 = never)")
     group.add_argument("--gif", action="store_true", help="also write the frames as an animated GIF")
     group.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of saved images")

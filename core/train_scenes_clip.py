@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core import scenes
-from core.scenes_clip import build_scenes_clip, load_scenes_clip, normalise, resolve_arch, save_scenes_clip
+from core.scenes_clip import (build_scenes_clip, load_scenes_clip, normalise, read_scenes_clip_file, resolve_arch,
+                              save_scenes_clip)
 from core.scenes_eval import markdown_table, zero_shot_accuracy
 
 # Training tokenises to this many positions instead of 77: captions are short, and with CLIP's causal mask
@@ -69,16 +70,25 @@ def vocabulary_token_ids() -> list[int]:
 def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float = 5e-4,
           warmup: int = 200, weight_decay: float = 0.1, threads: int = 1, save_every: int = 500,
           eval_n: int = 200, eval_seed: int = 999_999, bf16: bool = True,
-          max_minutes: float | None = None) -> dict[str, float]:
+          max_minutes: float | None = None, init_from: str | None = None) -> dict[str, float]:
     """Train a scenes CLIP of `arch` from `seed`, save it to `out`; return held-out zero-shot accuracy.
 
     `max_minutes` stops early (and saves) if the wall-clock budget runs out before `steps`.
+    `init_from` continues from saved weights (a second stage on fresh data from `seed`) instead of a fresh
+    initialisation; the earlier stage's training record is kept inside the new one.
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     shipped_arch = resolve_arch(arch)
     model = build_scenes_clip({**shipped_arch, "context_length": TRAINING_CONTEXT})
+    earlier_training = None
+    if init_from is not None:
+        earlier_training = read_scenes_clip_file(init_from)["training"]
+        state = load_scenes_clip(init_from).state_dict()
+        state["positional_embedding"] = state["positional_embedding"][:TRAINING_CONTEXT]
+        model.load_state_dict(state)
+        model.requires_grad_(True)
     image_size = shipped_arch["image_resolution"]
 
     # No weight decay on gains, biases, embeddings and the logit scale, as usual for transformers.
@@ -89,7 +99,8 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
                                   lr=lr, betas=(0.9, 0.98), eps=1e-6)
     settings = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                     weight_decay=weight_decay, threads=threads, training_context=TRAINING_CONTEXT, bf16=bf16,
-                    data="core.scenes: half random scenes, half one-attribute twins; pixel noise up to 0.08")
+                    data="core.scenes: half random scenes, half one-attribute twins; pixel noise up to 0.08",
+                    init_from=earlier_training)
     token_ids = vocabulary_token_ids()
 
     def save(done_steps: int, seconds: float) -> None:
@@ -143,11 +154,12 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=200, help="held-out scenes per attribute at the end")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32 throughout")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall-clock time")
+    parser.add_argument("--init-from", default=None, help="continue from these saved weights (a second stage)")
     parser.add_argument("--out", default="models/scenes.pt", help="where to save the weights")
     args = parser.parse_args()
     train(args.arch, args.seed, args.steps, args.batch_size, args.out, lr=args.lr, warmup=args.warmup,
           threads=args.threads, save_every=args.save_every, eval_n=args.eval_n, bf16=args.bf16,
-          max_minutes=args.max_minutes)
+          max_minutes=args.max_minutes, init_from=args.init_from)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import torch
 
 from core import bench
 from core.render import RenderSettings
-from tests.conftest import run_script
+from conftest import run_script
 
 
 @pytest.fixture

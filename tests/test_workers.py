@@ -17,7 +17,7 @@ from core import app, cli, claims, workers
 from core.bake import BakeSettings
 from core.errors import UserError
 from core.render import RenderSettings
-from tests.conftest import REPO, run_script
+from conftest import REPO, run_script
 
 SMALL = ["--model", "tiny", "--device", "cpu", "--size", "32", "--steps-per-stage", "2", "--stages", "2",
          "--meta-steps", "2", "--cutn", "2", "--eval-starts", "1", "--quiet"]
