@@ -483,3 +483,44 @@ def batch_bake_job(args: argparse.Namespace) -> int:
             summary = bake_many(prompts, args, batch_size=args.batch_size, skip_existing=True, queue=queue)
     print(summary.text())
     return 1 if summary.failed else 0
+
+
+def evaluate_job(args: argparse.Namespace) -> None:
+    """normal vs microwave vs auto_microwave at equal budget, scored by a judge that did not guide."""
+    from core.evaluate import evaluate
+    from core.store import find_path
+
+    prompts = read_prompts([args.prompts_file])
+    if not prompts:
+        raise UserError(f"no prompts in {args.prompts_file}")
+    clip = load_clip(args.model, args.device)
+    judge = load_clip(args.judge, args.device)
+    if judge.name == clip.name:
+        raise UserError(f"the judge must be another model than the guide ({clip.name})")
+    methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+    recipe = resolve_recipe(args)
+    missing = [prompt for prompt in prompts if find_path(args.store, prompt) is None]
+    if missing and {"microwave", "auto"} & set(methods):
+        print(f"baking {len(missing)} prompt(s) missing from {args.store} first")
+        args.overwrite = False
+        summary = bake_many(missing, args, batch_size=args.batch_size, skip_existing=True)
+        if summary.failed:
+            raise UserError(f"could not bake {summary.failed[0][0]!r}: {summary.failed[0][1]}")
+    out_dir = _unique_dir(Path(args.out), "evaluation")
+    evaluation = evaluate(clip, judge, prompts, RenderSettings.from_recipe(recipe), recipe["stages"], args.store,
+                          args.seeds, methods, out_dir, k=args.k, path_weight=args.path_weight, quiet=args.quiet)
+    print(evaluation.summary_markdown())
+    print(f"images, results.csv and index.html in {out_dir}")
+
+
+def _unique_dir(parent: Path, stem: str) -> Path:
+    """A new directory `parent/stem`, `stem-1`, ... (never reusing one)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for number in range(10_000):
+        candidate = parent / (stem if number == 0 else f"{stem}-{number}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UserError(f"too many {stem} directories in {parent}")

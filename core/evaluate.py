@@ -1,0 +1,214 @@
+"""Does baking pay off? Render every prompt with every method at equal budget and score the images.
+
+Methods (same recipe, so the same total steps and size):
+- `normal`: every stage aims at the prompt;
+- `microwave`: the prompt's own baked path (baked first if the store lacks it);
+- `auto`: the k nearest *other* baked paths blended with the prompt (its own path left out).
+
+Scores never come from the guide model alone: a **judge** model that did not guide (`--judge`) scores
+each image by its cosine similarity to the prompt, and prompts about drawn scenes are also checked
+with plain pixel statistics (`core.pixel_checks`: the named colour dominates / sits in the named half).
+"""
+from __future__ import annotations
+
+import csv
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.bake import initial_guides
+from core.models import Clip
+from core.render import RenderSettings, blend, random_pixels, replay, to_image
+
+METHODS = ("normal", "microwave", "auto")
+EVAL_SEED_BASE = 1_000_000  # evaluation starts never coincide with the seeds a bake uses
+
+
+# --- pixel checks of scene prompts -------------------------------------------------------------------
+
+_SIDE_OF_PHRASE = {"on the left": "left", "at the left": "left", "in the left half": "left",
+                   "on the right": "right", "at the right": "right", "in the right half": "right",
+                   "at the top": "top", "on the top": "top", "in the top half": "top",
+                   "at the bottom": "bottom", "on the bottom": "bottom", "in the bottom half": "bottom"}
+_RELATION_SIDES = {"to the left of": ("left", "right"), "to the right of": ("right", "left"),
+                   "above": ("top", "bottom"), "below": ("bottom", "top")}
+
+
+def prompt_facts(prompt: str) -> list[tuple[str, str | None]]:
+    """(colour, side or None) facts a scene prompt states, e.g. 'a red circle on the left' -> [('red', 'left')].
+
+    Two objects joined by a relation give a fact for each ('left of' -> left and right halves).
+    Prompts that name no scene colour give no facts (and are not pixel-checked).
+    """
+    from core.scenes import COLOURS
+
+    text = prompt.lower()
+    colours = [word for word in re.findall(r"[a-z]+", text) if word in COLOURS]
+    if not colours:
+        return []
+    for phrase, (first, second) in _RELATION_SIDES.items():
+        if f" {phrase} " in text and len(colours) >= 2:
+            return [(colours[0], first), (colours[1], second)]
+    side = next((side for phrase, side in _SIDE_OF_PHRASE.items() if phrase in text), None)
+    if len(colours) == 1:
+        return [(colours[0], side)]
+    return [(colour, None) for colour in colours]
+
+
+def pixel_check(prompt: str, image: torch.Tensor) -> bool | None:
+    """True when the image shows what the prompt's facts say (by pixel statistics); None: nothing to check."""
+    from core.pixel_checks import colour_fraction, colour_in_half, dominant_colour
+
+    facts = prompt_facts(prompt)
+    if not facts:
+        return None
+    image = image.detach().float().cpu().clamp(0, 1)
+    for colour, side in facts:
+        if side is not None:
+            if not colour_in_half(image, colour, side):
+                return False
+        elif len(facts) == 1:
+            if dominant_colour(image) != colour:
+                return False
+        elif colour_fraction(image, colour) < 0.02:
+            return False
+    return True
+
+
+# --- scoring -----------------------------------------------------------------------------------------
+
+def judge_scores(judge: Clip, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """Cosine similarity x 100 of each image [N,3,H,W] to its prompt, by the judge model."""
+    with torch.no_grad():
+        image_embeddings = torch.nn.functional.normalize(judge.encode_images(images.to(judge.device)), dim=-1)
+        text_embeddings = judge.encode_text(prompts, truncate=True)
+    return (image_embeddings * text_embeddings).sum(dim=-1).cpu() * 100
+
+
+@dataclass
+class Evaluation:
+    """Every image's scores and the per-method summary."""
+
+    rows: list[dict] = field(default_factory=list)  # prompt, seed, method, judge, pixel, file
+    summary: list[dict] = field(default_factory=list)
+
+    def summary_markdown(self) -> str:
+        """The summary as a markdown table (method, judge score, win rate over normal, pixel checks)."""
+        lines = ["| method | mean judge score | wins over normal (prompts) | pixel checks passed |",
+                 "|---|---|---|---|"]
+        for entry in self.summary:
+            wins = "—" if entry["win_rate"] is None else f"{entry['win_rate'] * 100:.0f} %"
+            pixel = "—" if entry["pixel_pass_rate"] is None else f"{entry['pixel_pass_rate'] * 100:.0f} %"
+            lines.append(f"| {entry['method']} | {entry['judge_mean']:.2f} | {wins} | {pixel} |")
+        return "\n".join(lines)
+
+
+def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
+    """Mean judge score per method, and the share of prompts where a method's mean beats normal's."""
+    by_prompt: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        by_prompt.setdefault((row["method"], row["prompt"]), []).append(row["judge"])
+    prompts = sorted({row["prompt"] for row in rows})
+    summary = []
+    for method in methods:
+        scores = [row["judge"] for row in rows if row["method"] == method]
+        checks = [row["pixel"] for row in rows if row["method"] == method and row["pixel"] is not None]
+        win_rate = None
+        if method != "normal" and ("normal", prompts[0]) in by_prompt:
+            wins = [sum(by_prompt[(method, p)]) > sum(by_prompt[("normal", p)]) for p in prompts]
+            win_rate = sum(wins) / len(wins)
+        summary.append({"method": method, "judge_mean": sum(scores) / len(scores), "win_rate": win_rate,
+                        "pixel_pass_rate": (sum(checks) / len(checks)) if checks else None})
+    return summary
+
+
+# --- rendering every method --------------------------------------------------------------------------
+
+def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torch.Tensor, stages: int,
+                   store: str, k: int = 2, path_weight: float = 0.3) -> torch.Tensor:
+    """Stage targets [P, S, D] of a method for each prompt."""
+    from core.store import find_path, load_path, nearest_paths
+
+    if method == "normal":
+        return initial_guides(embeddings, stages)
+    if method == "microwave":
+        paths = [load_path(find_path(store, prompt)) for prompt in prompts]
+        return torch.stack([path.guides for path in paths]).to(clip.device)
+    if method == "auto":
+        from core.app import mix_paths
+
+        targets = []
+        for prompt, embedding in zip(prompts, embeddings):
+            nearest = nearest_paths(store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
+                                    embedding.cpu(), k, exclude_prompts=[prompt])
+            mixed = mix_paths([path.guides for path, _ in nearest], "mean", 0)
+            targets.append(blend(mixed.to(clip.device), embedding, 1 - path_weight))
+        return torch.stack(targets)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def render_batch(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, seeds: list[int],
+                 view_seed: int) -> torch.Tensor:
+    """Final images [N,3,H,W] in [0,1] of replaying N stage-target sets, each from its own seed."""
+    start = random_pixels(seeds, settings.size, clip.device)
+    pixels = replay(clip, stage_targets, settings, start, view_seed=view_seed)
+    return to_image(pixels.detach()).clamp(0, 1)
+
+
+def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettings, stages: int, store: str,
+             seeds: int, methods: list[str], out_dir: Path, k: int = 2, path_weight: float = 0.3,
+             quiet: bool = False) -> Evaluation:
+    """Render prompts x seeds with each method (one batch per method), score, save images + CSV + HTML."""
+    from core.images import save_png
+    from core.report import write_comparison_page
+    from core.store import slugify
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    embeddings = torch.stack([clip.encode_text([prompt], truncate=True)[0] for prompt in prompts])
+    seed_list = [EVAL_SEED_BASE + seed for seed in range(seeds)]
+    evaluation = Evaluation()
+    pages: dict[tuple[str, int], dict] = {}
+    for method in methods:
+        began = time.monotonic()
+        targets = method_targets(method, clip, prompts, embeddings, stages, store, k, path_weight)
+        batch_targets = targets.repeat_interleave(seeds, dim=0)
+        batch_seeds = seed_list * len(prompts)
+        batch_prompts = [prompt for prompt in prompts for _ in seed_list]
+        images = render_batch(clip, batch_targets, settings, batch_seeds, view_seed=EVAL_SEED_BASE)
+        scores = judge_scores(judge, images, batch_prompts)
+        for index, (prompt, seed) in enumerate(zip(batch_prompts, batch_seeds)):
+            file = save_png(images[index].cpu(), out_dir, f"{slugify(prompt)}-{method}-s{seed - EVAL_SEED_BASE}",
+                            {"prompt": prompt, "method": method, "seed": seed, "model": clip.name}, upscale=2)
+            row = {"prompt": prompt, "seed": seed - EVAL_SEED_BASE, "method": method,
+                   "judge": float(scores[index]), "pixel": pixel_check(prompt, images[index]), "file": file.name}
+            evaluation.rows.append(row)
+            page = pages.setdefault((prompt, row["seed"]), {"prompt": prompt, "seed": row["seed"],
+                                                             "images": {}, "scores": {}})
+            page["images"][method] = file.name
+            page["scores"][method] = {"judge": row["judge"],
+                                      **({"pixel check": float(row["pixel"])} if row["pixel"] is not None else {})}
+        if not quiet:
+            print(f"{method}: {len(batch_prompts)} images in {time.monotonic() - began:.1f} s")
+    evaluation.summary = summarise(evaluation.rows, methods)
+    _write_csv(out_dir / "results.csv", evaluation.rows)
+    write_comparison_page(out_dir, f"normal vs microwave vs auto_microwave ({clip.name}, judge {judge.name})",
+                          methods, list(pages.values()), evaluation.summary)
+    return evaluation
+
+
+def _write_csv(file: Path, rows: list[dict]) -> None:
+    from core.store import write_atomically
+
+    def write(handle) -> None:
+        import io
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=["prompt", "seed", "method", "judge", "pixel", "file"])
+        writer.writeheader()
+        writer.writerows(rows)
+        handle.write(text.getvalue().encode())
+
+    write_atomically(file, write)

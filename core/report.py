@@ -1,0 +1,477 @@
+"""HTML reports and loss plots that can be zipped and opened anywhere, offline.
+
+Three pages:
+
+* ``write_bake_report``: one baked prompt, in a folder of its own (``<directory>/<slug>/``) with
+  its stage images, meta-loss curve, optional GIF, the held-out comparison with a normal run and
+  the recipe.
+* ``write_batch_report``: one page for a batch bake, a row per prompt, linking to the bake
+  reports.
+* ``write_comparison_page``: the evaluation page, images of every method side by side (one row
+  per prompt and seed, one column per method) under a summary table.
+
+Every page is plain HTML with a small inline ``<style>``: no scripts, no external CSS, fonts or
+images, and every link is relative, so a report folder still works when moved or zipped. All
+text that can come from a user (prompts above all) is HTML-escaped. Nothing is overwritten: a
+second report for the same prompt gets ``<slug>-1/``, a second batch page ``batch-1.html``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import quote
+
+from PIL import Image
+from torch import Tensor
+
+from core.images import save_png, unique_path
+from core.store import slugify, write_atomically
+
+# Stage images are often tiny (16-64 px); enlarge them (nearest neighbour, so each optimised pixel
+# stays a sharp block) until the longer side is at least this many pixels.
+MIN_DISPLAY_PX = 192
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; background: #fff; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img.pixels { image-rendering: pixelated; image-rendering: crisp-edges; display: block; }
+figure { display: inline-block; margin: 0 0.8em 0.8em 0; }
+figcaption { font-size: 0.85em; color: #555; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
+.good { color: #17612b; font-weight: bold; } .bad { color: #9b1c1c; font-weight: bold; }
+.muted { color: #777; }
+ul.scores { list-style: none; padding: 0; margin: 0.3em 0 0 0; font-size: 0.85em; }
+"""
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_curves(
+    curves: dict[str, list[float]],
+    file: str | os.PathLike,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    steps: list[float] | None = None,
+) -> Path:
+    """Draw each named curve of ``curves`` as a line in one PNG plot at ``file``; return the path.
+
+    The x value of point ``i`` is ``steps[i]`` if given, else ``i``. ``None`` and NaN values
+    leave gaps. With no data at all the plot says so instead of failing, so a report for a bake
+    of zero steps still renders. The file is replaced atomically.
+    """
+    # Figure + the Agg canvas directly rather than pyplot: no global backend switch and no
+    # global figure state, so this is safe beside an interactive session or in a thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    drawn = 0
+    for name, values in curves.items():
+        ys = [math.nan if value is None else float(value) for value in values]
+        if not ys:
+            continue
+        xs = list(steps[: len(ys)]) if steps is not None and len(steps) >= len(ys) else list(range(len(ys)))
+        # A single point draws no line; a marker keeps it visible.
+        axes.plot(xs, ys, label=name, marker="o" if len(ys) == 1 else None)
+        drawn += 1
+    if drawn == 0:
+        axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
+    elif drawn > 1 or any(curves.keys()):
+        axes.legend()
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    return write_atomically(file, lambda handle: figure.savefig(handle, format="png"))
+
+
+def _mean(value) -> float | None:
+    """The mean of a curve value: a float, or a list of floats (one per prompt of a batch)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        numbers = [float(v) for v in value if v is not None]
+        return sum(numbers) / len(numbers) if numbers else None
+    return float(value)
+
+
+# --------------------------------------------------------------------------- HTML helpers
+
+
+def _e(text) -> str:
+    """HTML-escape anything (prompts are user input), quotes included so it is safe in attributes."""
+    return html.escape(str(text), quote=True)
+
+
+def _href(target: str | os.PathLike, page_dir: Path) -> str:
+    """A relative, URL-quoted, HTML-escaped link from a page in ``page_dir`` to ``target``.
+
+    Relative targets are taken as relative to the page already. ``quote`` keeps '/' but encodes
+    spaces, '#', '?' and '%', which would otherwise be read as URL syntax.
+    """
+    target = Path(target)
+    if target.is_absolute():
+        target = Path(os.path.relpath(target, page_dir.resolve()))
+    return _e(quote(target.as_posix()))
+
+
+def _number(value, digits: int = 4) -> str:
+    """A table cell text for a number: floats to ``digits`` significant digits, '—' for missing."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _page(title: str, body: Iterable[str]) -> str:
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+        *body,
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+def _write_text(file: Path, text: str) -> Path:
+    return write_atomically(file, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _verdict(baked_loss: float, normal_loss: float) -> tuple[str, float]:
+    """The verdict and change in percent, the same rule as the bake command's summary line."""
+    verdict = "baking paid off" if baked_loss < normal_loss else "baking did not pay off"
+    change = (baked_loss - normal_loss) / normal_loss * 100 if normal_loss else 0.0
+    return verdict, change
+
+
+def _unique_dir(directory: Path, stem: str) -> Path:
+    """Create and return a new folder ``stem``, ``stem-1``, ... in ``directory``.
+
+    ``mkdir`` fails if the folder exists, atomically, so two reports for the same prompt (even
+    from two processes at once) always get two folders.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    number = 0
+    while True:
+        candidate = directory / (stem if number == 0 else f"{stem}-{number}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        return candidate
+
+
+def _upscale_for(height: int, width: int) -> int:
+    return max(1, math.ceil(MIN_DISPLAY_PX / max(height, width, 1)))
+
+
+# --------------------------------------------------------------------------- bake report
+
+
+def write_bake_report(
+    directory: str | os.PathLike,
+    prompt: str,
+    stage_images: list[Tensor],
+    curve: list[dict],
+    baked_loss: float,
+    normal_loss: float,
+    gif: str | os.PathLike | None,
+    final_image: Tensor | None,
+    metadata: dict,
+) -> Path:
+    """Write a self-contained report folder for one baked prompt; return its ``index.html``.
+
+    The folder is ``<directory>/<slugify(prompt)>/`` (``-1``, ``-2``, ... if taken; an existing
+    report is never touched) and holds ``index.html``, ``stage-<i>.png`` for each stage image
+    (``[3, H, W]`` in ``[0, 1]``, enlarged by nearest neighbour to at least ``MIN_DISPLAY_PX``),
+    ``final.png`` if ``final_image`` is given, a copy of ``gif`` if given (so the folder does not
+    depend on where the GIF was), ``curve.png`` with the mean meta-loss per step (each
+    ``curve[i]["meta_loss"]`` is a float or a list of floats, one per prompt) and
+    ``grad_norm.png`` if the curve records ``grad_norm``. If anything fails the half-made folder
+    is removed again.
+    """
+    gif = Path(gif) if gif is not None else None
+    if gif is not None and not gif.is_file():
+        raise FileNotFoundError(f"no GIF at {gif}")
+    baked_loss, normal_loss = float(baked_loss), float(normal_loss)
+    folder = _unique_dir(Path(directory), slugify(prompt))
+    try:
+        return _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_loss,
+                                 gif, final_image, metadata)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _image_figure(image: Tensor, folder: Path, stem: str, caption: str, prompt: str) -> str:
+    """Save ``image`` enlarged into ``folder`` and return a ``<figure>`` showing it."""
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    upscale = _upscale_for(height, width)
+    file = save_png(image, folder, stem, metadata={"prompt": prompt}, upscale=upscale)
+    return (f'<figure><img class="pixels" src="{_href(file.name, folder)}" '
+            f'width="{width * upscale}" height="{height * upscale}" alt="{_e(caption)}">'
+            f"<figcaption>{_e(caption)} · {width}×{height} px, shown ×{upscale}</figcaption></figure>")
+
+
+def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_loss, gif,
+                      final_image, metadata) -> Path:
+    body = [f"<h1>Bake report: {_e(prompt)}</h1>"]
+
+    verdict, change = _verdict(baked_loss, normal_loss)
+    css = "good" if baked_loss < normal_loss else "bad"
+    body += [
+        "<h2>Held-out comparison</h2>",
+        '<p class="muted">Loss of rendering with the baked guides versus a normal run (every stage '
+        "guided by the prompt itself) with the same number of steps; lower is better.</p>",
+        "<table>",
+        "<tr><th>baked loss</th><th>normal loss</th><th>change</th><th>verdict</th></tr>",
+        f'<tr><td class="num">{baked_loss:.4f}</td><td class="num">{normal_loss:.4f}</td>'
+        f'<td class="num">{change:+.1f}%</td><td class="{css}">{_e(verdict)}</td></tr>',
+        "</table>",
+    ]
+
+    if stage_images:
+        body.append("<h2>Stages</h2><div>")
+        count = len(stage_images)
+        for index, image in enumerate(stage_images):
+            body.append(_image_figure(image, folder, f"stage-{index}",
+                                      f"stage {index + 1} of {count}", prompt))
+        body.append("</div>")
+
+    if final_image is not None or gif is not None:
+        body.append("<h2>Result</h2><div>")
+        if final_image is not None:
+            body.append(_image_figure(final_image, folder, "final", "final image", prompt))
+        if gif is not None:
+            copy = folder / ("animation" + gif.suffix.lower())
+            with gif.open("rb") as source:
+                write_atomically(copy, lambda handle: shutil.copyfileobj(source, handle))
+            with Image.open(copy) as opened:
+                width, height = opened.size
+            upscale = _upscale_for(height, width)
+            src = _href(copy.name, folder)
+            body.append(
+                f'<figure><a href="{src}"><img class="pixels" src="{src}" width="{width * upscale}" '
+                f'height="{height * upscale}" alt="animation of the render"></a>'
+                f"<figcaption>the render, step by step · {width}×{height} px</figcaption></figure>")
+        body.append("</div>")
+
+    body.append("<h2>Meta-loss</h2>")
+    steps = [point.get("meta_step", index) for index, point in enumerate(curve)]
+    meta_loss = [_mean(point.get("meta_loss")) for point in curve]
+    several = any(isinstance(point.get("meta_loss"), (list, tuple)) for point in curve)
+    plot_curves({"meta-loss (mean over prompts)" if several else "meta-loss": meta_loss},
+                folder / "curve.png", "Meta-loss during baking", "meta step", "meta-loss",
+                steps=steps)
+    body.append('<figure><img src="curve.png" alt="meta-loss curve">'
+                f"<figcaption>{len(curve)} meta steps</figcaption></figure>")
+    if any("grad_norm" in point for point in curve):
+        grad_norm = [_mean(point.get("grad_norm")) for point in curve]
+        plot_curves({"gradient norm (mean over prompts)" if several else "gradient norm": grad_norm},
+                    folder / "grad_norm.png", "Meta-gradient norm", "meta step", "norm", steps=steps)
+        body.append('<figure><img src="grad_norm.png" alt="gradient norm curve">'
+                    "<figcaption>meta-gradient norm before clipping</figcaption></figure>")
+
+    body.append("<h2>Metadata</h2>")
+    body.append(f"<pre>{_e(json.dumps(metadata, indent=2, sort_keys=True, default=str, ensure_ascii=False))}</pre>")
+
+    return _write_text(folder / "index.html", _page(f"Bake report: {prompt}", body))
+
+
+# --------------------------------------------------------------------------- batch report
+
+
+def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Path:
+    """Write one page for a batch bake, ``<directory>/batch.html`` (or ``batch-1.html``, ...).
+
+    Each entry is a dict with ``prompt`` and ``status`` ("baked", "skipped", "failed", ...) and
+    optionally ``reason``, ``baked_loss``, ``normal_loss``, ``change`` (percent; computed from
+    the losses if absent), ``seconds`` and ``report`` (a bake report's ``index.html`` or folder,
+    absolute or relative to ``directory``; linked relatively). Totals follow the table.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = ["<tr><th>#</th><th>prompt</th><th>status</th><th>baked loss</th><th>normal loss</th>"
+            "<th>change</th><th>seconds</th><th>report</th></tr>"]
+    statuses: dict[str, int] = {}
+    changes, paid_off, total_seconds = [], 0, 0.0
+    for number, entry in enumerate(entries, start=1):
+        status = str(entry.get("status", "unknown"))
+        statuses[status] = statuses.get(status, 0) + 1
+        baked, normal = entry.get("baked_loss"), entry.get("normal_loss")
+        change = entry.get("change")
+        if change is None and baked is not None and normal is not None:
+            change = _verdict(float(baked), float(normal))[1]
+        if change is not None:
+            changes.append(float(change))
+        if baked is not None and normal is not None and float(baked) < float(normal):
+            paid_off += 1
+        seconds = entry.get("seconds")
+        if seconds is not None:
+            total_seconds += float(seconds)
+
+        css = {"baked": "good", "failed": "bad"}.get(status, "muted")
+        status_cell = f'<span class="{css}">{_e(status)}</span>'
+        if entry.get("reason"):
+            status_cell += f"<br><small>{_e(entry['reason'])}</small>"
+        link = "—"
+        if entry.get("report"):
+            report = Path(entry["report"])
+            if not report.is_absolute():
+                report = directory / report
+            if report.is_dir() or report.suffix != ".html":
+                report = report / "index.html"
+            link = f'<a href="{_href(report.resolve(), directory)}">report</a>'
+        rows.append(
+            f"<tr><td class=\"num\">{number}</td><td>{_e(entry.get('prompt', ''))}</td>"
+            f"<td>{status_cell}</td>"
+            f'<td class="num">{_number(None if baked is None else float(baked))}</td>'
+            f'<td class="num">{_number(None if normal is None else float(normal))}</td>'
+            f'<td class="num">{"—" if change is None else f"{float(change):+.1f}%"}</td>'
+            f'<td class="num">{"—" if seconds is None else f"{float(seconds):.1f}"}</td>'
+            f"<td>{link}</td></tr>")
+
+    counts = ", ".join(f"{count} {_e(status)}" for status, count in statuses.items()) or "none"
+    mean_change = f"{sum(changes) / len(changes):+.1f}%" if changes else "—"
+    body = [
+        "<h1>Batch bake</h1>",
+        "<table>", *rows, "</table>",
+        '<p class="muted">change: held-out loss of the baked guides relative to a normal run; '
+        "negative means baking paid off.</p>",
+        "<h2>Totals</h2>",
+        "<table>",
+        f'<tr><th>prompts</th><td class="num">{len(entries)}</td></tr>',
+        f"<tr><th>by status</th><td>{counts}</td></tr>",
+        f'<tr><th>baking paid off</th><td class="num">{paid_off} of {len(changes)} compared</td></tr>',
+        f'<tr><th>mean change</th><td class="num">{mean_change}</td></tr>',
+        f'<tr><th>total seconds</th><td class="num">{total_seconds:.1f}</td></tr>',
+        "</table>",
+    ]
+    page = unique_path(directory, "batch", ".html")
+    try:
+        return _write_text(page, _page("Batch bake", body))
+    except BaseException:
+        page.unlink(missing_ok=True)  # free the reserved name again
+        raise
+
+
+# --------------------------------------------------------------------------- comparison page
+
+
+def _columns(dicts: list[dict]) -> list[str]:
+    """The union of the dicts' keys, in order of first appearance (a stable, generic header)."""
+    columns: list[str] = []
+    for item in dicts:
+        for key in item:
+            if key not in columns:
+                columns.append(key)
+    return columns
+
+
+def write_comparison_page(
+    directory: str | os.PathLike,
+    title: str,
+    methods: list[str],
+    rows: list[dict],
+    summary: list[dict],
+) -> Path:
+    """Write the evaluation page ``<directory>/comparison.html`` (``-1``, ... if taken); return it.
+
+    ``summary`` is one dict per method, shown on top as a table whose columns are the union of
+    the dicts' keys (nothing is assumed about score names). Below, one table row per
+    ``rows[i]`` (its ``prompt`` and ``seed`` label the row) and one column per method, each
+    cell the image ``rows[i]["images"][method]`` (a path relative to ``directory``, or absolute)
+    and the scores ``rows[i]["scores"][method]`` (name -> number). A method missing from a row
+    or an image file that does not exist shows as text, not as a broken image.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    body = [f"<h1>{_e(title)}</h1>"]
+
+    if summary:
+        columns = _columns(summary)
+        body.append("<h2>Summary</h2><table>")
+        body.append('<tr class="header">' + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>")
+        for item in summary:
+            cells = []
+            for column in columns:
+                value = item.get(column)
+                css = ' class="num"' if _is_number(value) else ""
+                cells.append(f"<td{css}>{_e(_number(value))}</td>")
+            body.append('<tr class="summary">' + "".join(cells) + "</tr>")
+        body.append("</table>")
+
+    body.append("<h2>Images</h2><table>")
+    body.append('<tr class="header"><th>prompt</th>'
+                + "".join(f"<th>{_e(method)}</th>" for method in methods) + "</tr>")
+    for row in rows:
+        label = f"{_e(row.get('prompt', ''))}"
+        if row.get("seed") is not None:
+            label += f'<br><small class="muted">seed {_e(row["seed"])}</small>'
+        cells = [f"<th>{label}</th>"]
+        images, scores = row.get("images", {}), row.get("scores", {})
+        for method in methods:
+            cells.append(f"<td>{_comparison_cell(directory, method, images.get(method), scores.get(method))}</td>")
+        body.append('<tr class="row">' + "".join(cells) + "</tr>")
+    body.append("</table>")
+
+    page = unique_path(directory, "comparison", ".html")
+    try:
+        return _write_text(page, _page(title, body))
+    except BaseException:
+        page.unlink(missing_ok=True)
+        raise
+
+
+def _comparison_cell(directory: Path, method: str, image, scores: dict | None) -> str:
+    parts = []
+    if image is None:
+        parts.append('<span class="muted">no image</span>')
+    else:
+        file = Path(image) if Path(image).is_absolute() else directory / image
+        if file.is_file():
+            parts.append(f'<img class="pixels" src="{_href(image, directory)}" '
+                         f'alt="{_e(method)}" style="width: {MIN_DISPLAY_PX}px">')
+        else:
+            parts.append(f'<span class="bad">missing: {_e(image)}</span>')
+    if scores:
+        items = "".join(f"<li>{_e(name)}: {_e(_number(value))}</li>" for name, value in scores.items())
+        parts.append(f'<ul class="scores">{items}</ul>')
+    return "".join(parts)
+
+
+__all__ = ["MIN_DISPLAY_PX", "plot_curves", "write_bake_report", "write_batch_report",
+           "write_comparison_page"]

@@ -1,0 +1,28 @@
+#!/usr/bin/env python3
+"""Does baking pay off? Render each prompt with normal, microwave (its baked path, baked first if
+missing) and auto_microwave (its own path left out) at equal step budget and size, for several seeds;
+score every image with a judge model that did not guide, and with pixel checks for scene prompts.
+
+Writes the images, results.csv and an HTML page with the methods side by side; prints the summary.
+
+  python evaluate.py prompts/scenes.txt --model scenes --judge scenes-judge
+"""
+from core import app, cli
+
+
+def main() -> None:
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("prompts_file", help="one prompt per line, '#' comments")
+    parser.add_argument("--judge", default="scenes-judge", help="the scoring model (must differ from --model)")
+    parser.add_argument("--seeds", type=int, default=3, help="random starts per prompt and method")
+    parser.add_argument("--methods", default="normal,microwave,auto", help="comma-separated methods")
+    parser.add_argument("--k", type=int, default=2, help="nearest paths blended by auto")
+    parser.add_argument("--path-weight", type=float, default=0.3, help="weight of the blended paths (auto)")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts baked together when baking first")
+    cli.add_bake_arguments(parser)
+    args = parser.parse_args()
+    cli.run(lambda: app.evaluate_job(args))
+
+
+if __name__ == "__main__":
+    main()
