@@ -22,6 +22,7 @@ import html
 import json
 import math
 import os
+import pprint
 import shutil
 from pathlib import Path
 from typing import Iterable
@@ -90,7 +91,7 @@ def plot_curves(
         drawn += 1
     if drawn == 0:
         axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-    elif drawn > 1 or any(curves.keys()):
+    else:
         axes.legend()
     axes.set_title(title)
     axes.set_xlabel(xlabel)
@@ -126,7 +127,7 @@ def _href(target: str | os.PathLike, page_dir: Path) -> str:
     """
     target = Path(target)
     if target.is_absolute():
-        target = Path(os.path.relpath(target, page_dir.resolve()))
+        target = Path(os.path.relpath(target.resolve(), page_dir.resolve()))
     return _e(quote(target.as_posix()))
 
 
@@ -306,7 +307,11 @@ def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_lo
                     "<figcaption>meta-gradient norm before clipping</figcaption></figure>")
 
     body.append("<h2>Metadata</h2>")
-    body.append(f"<pre>{_e(json.dumps(metadata, indent=2, sort_keys=True, default=str, ensure_ascii=False))}</pre>")
+    try:
+        text = json.dumps(metadata, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):  # keys JSON cannot sort or hold (mixed types, tuples)
+        text = pprint.pformat(metadata, width=100)
+    body.append(f"<pre>{_e(text)}</pre>")
 
     return _write_text(folder / "index.html", _page(f"Bake report: {prompt}", body))
 
@@ -319,8 +324,9 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
 
     Each entry is a dict with ``prompt`` and ``status`` ("baked", "skipped", "failed", ...) and
     optionally ``reason``, ``baked_loss``, ``normal_loss``, ``change`` (percent; computed from
-    the losses if absent), ``seconds`` and ``report`` (a bake report's ``index.html`` or folder,
-    absolute or relative to ``directory``; linked relatively). Totals follow the table.
+    the losses if absent), ``seconds`` and ``report``: a bake report's ``index.html`` or folder,
+    as ``write_bake_report`` returned it (absolute or relative to the current directory) or
+    relative to ``directory``; the page links to it relatively. Totals follow the table.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -350,7 +356,8 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
         link = "—"
         if entry.get("report"):
             report = Path(entry["report"])
-            if not report.is_absolute():
+            # A path as write_bake_report returned it, else one relative to the page.
+            if not report.is_absolute() and not report.exists() and (directory / report).exists():
                 report = directory / report
             if report.is_dir() or report.suffix != ".html":
                 report = report / "index.html"
@@ -414,8 +421,9 @@ def write_comparison_page(
     the dicts' keys (nothing is assumed about score names). Below, one table row per
     ``rows[i]`` (its ``prompt`` and ``seed`` label the row) and one column per method, each
     cell the image ``rows[i]["images"][method]`` (a path relative to ``directory``, or absolute)
-    and the scores ``rows[i]["scores"][method]`` (name -> number). A method missing from a row
-    or an image file that does not exist shows as text, not as a broken image.
+    and the scores ``rows[i]["scores"][method]`` (name -> number). Small images are shown
+    enlarged like the bake report's; a method missing from a row, or an image file that is
+    missing or unreadable, shows as text rather than as a broken image.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -444,7 +452,8 @@ def write_comparison_page(
         cells = [f"<th>{label}</th>"]
         images, scores = row.get("images", {}), row.get("scores", {})
         for method in methods:
-            cells.append(f"<td>{_comparison_cell(directory, method, images.get(method), scores.get(method))}</td>")
+            cell = _comparison_cell(directory, method, images.get(method), scores.get(method))
+            cells.append(f"<td>{cell}</td>")
         body.append('<tr class="row">' + "".join(cells) + "</tr>")
     body.append("</table>")
 
@@ -456,15 +465,27 @@ def write_comparison_page(
         raise
 
 
+def _image_size(file: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file, or None if it is missing or not an image."""
+    try:
+        with Image.open(file) as opened:
+            return opened.size
+    except OSError:  # missing, unreadable, or not an image (UnidentifiedImageError)
+        return None
+
+
 def _comparison_cell(directory: Path, method: str, image, scores: dict | None) -> str:
     parts = []
     if image is None:
         parts.append('<span class="muted">no image</span>')
     else:
         file = Path(image) if Path(image).is_absolute() else directory / image
-        if file.is_file():
-            parts.append(f'<img class="pixels" src="{_href(image, directory)}" '
-                         f'alt="{_e(method)}" style="width: {MIN_DISPLAY_PX}px">')
+        size = _image_size(file)
+        if size is not None:
+            width, height = size
+            upscale = _upscale_for(height, width)
+            parts.append(f'<img class="pixels" src="{_href(image, directory)}" alt="{_e(method)}" '
+                         f'width="{width * upscale}" height="{height * upscale}">')
         else:
             parts.append(f'<span class="bad">missing: {_e(image)}</span>')
     if scores:

@@ -240,7 +240,7 @@ def run_workers(prompts: list[str], args: argparse.Namespace, devices: list[str]
     crashed = [f"worker {rank} ({devices[rank]}) exited with code {process.exitcode}"
                for rank, process in enumerate(processes) if rank not in received]
     summary = BatchSummary.merge(summaries, prompts, time.monotonic() - began, workers=len(devices),
-                                 unfinished_reason="; ".join(crashed + errors) or "not baked")
+                                 unfinished_reason="; ".join(crashed + errors[:1]) or "not baked")
     if errors:
         print(summary.text())
         raise UserError(errors[0])
@@ -344,7 +344,7 @@ def run_ray(prompts: list[str], args: argparse.Namespace):
             if (summary is None or summary.batches) and not errors and len(died) <= len(prompts) + slots:
                 running.append(task.remote(prompts, task_args, slots))
         merged = BatchSummary.merge(summaries, prompts, time.monotonic() - began, workers=slots,
-                                    unfinished_reason="; ".join(errors + died) or "not baked")
+                                    unfinished_reason="; ".join(errors[:1] + died[:1]) or "not baked")
     finally:
         if started:
             ray.shutdown()

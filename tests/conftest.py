@@ -13,6 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 LEGACY = REPO.parent / "shared" / "legacy-baked"
 
 
+def pytest_configure(config):
+    # one thread: the test models are small, and a second thread fighting other processes for the
+    # machine's cores makes them many times slower
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
@@ -39,6 +45,6 @@ def scenes_clip():
 def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | None = None,
                timeout: int = 300) -> subprocess.CompletedProcess:
     """Run a top-level script as a user would, on CPU; returns the completed process (text output)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", **(env or {})}
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd or REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,75 @@
+"""The evaluator: facts read from scene prompts, pixel checks on drawn scenes, and a small real run."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from conftest import run_script
+from core.evaluate import pixel_check, prompt_facts, summarise
+from core.scenes import Scene, place_object, render_scene
+
+
+def test_prompt_facts():
+    assert prompt_facts("a red circle") == [("red", None)]
+    assert prompt_facts("a red circle on the left") == [("red", "left")]
+    assert prompt_facts("a large blue square at the top") == [("blue", "top")]
+    assert prompt_facts("a red circle to the left of a blue square") == [("red", "left"), ("blue", "right")]
+    assert prompt_facts("a green star below a pink cross") == [("green", "bottom"), ("pink", "top")]
+    assert prompt_facts("a red circle and a blue square") == [("red", None), ("blue", None)]
+    assert prompt_facts("the president of france") == []
+
+
+def _scene(*objects, background="black"):
+    rng = np.random.default_rng(0)
+    placed = [place_object(rng, colour, shape, "large", position) for colour, shape, position in objects]
+    relation = "to the left of" if len(placed) == 2 else None
+    return render_scene(Scene(objects=tuple(placed), background=background, relation=relation), 64)
+
+
+def test_pixel_check_on_drawn_scenes():
+    left_red = _scene(("red", "circle", "left"))
+    assert pixel_check("a red circle on the left", left_red) is True
+    assert pixel_check("a red circle on the right", left_red) is False
+    assert pixel_check("a blue circle", left_red) is False
+    assert pixel_check("a red circle", left_red) is True
+    pair = _scene(("red", "circle", "left"), ("blue", "square", "right"))
+    assert pixel_check("a red circle to the left of a blue square", pair) is True
+    assert pixel_check("a red circle to the right of a blue square", pair) is False
+    assert pixel_check("the sound of the wind", pair) is None
+
+
+def test_summary_win_rate_counts_prompts():
+    rows = [{"prompt": p, "seed": s, "method": m, "judge": j, "pixel": None}
+            for p, s, m, j in [("a", 0, "normal", 1.0), ("a", 0, "microwave", 2.0),
+                               ("b", 0, "normal", 3.0), ("b", 0, "microwave", 2.5)]]
+    summary = {entry["method"]: entry for entry in summarise(rows, ["normal", "microwave"])}
+    assert summary["normal"]["judge_mean"] == 2.0 and summary["normal"]["win_rate"] is None
+    assert summary["microwave"]["win_rate"] == 0.5 and summary["microwave"]["judge_mean"] == 2.25
+
+
+@pytest.mark.slow
+def test_evaluate_script_end_to_end(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle on the left\n# comment\na blue square on the right\n")
+    result = run_script("evaluate.py", str(prompts), "--model", "scenes", "--judge", "scenes-judge", "--device",
+                        "cpu", "--quiet", "--size", "48", "--cutn", "2", "--stages", "2", "--steps-per-stage", "2",
+                        "--meta-steps", "1", "--eval-starts", "1", "--seeds", "2", "--k", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| microwave |" in result.stdout and "| auto |" in result.stdout
+    out = tmp_path / "outputs" / "evaluation"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 * 2 * 3
+    assert {row["method"] for row in rows} == {"normal", "microwave", "auto"}
+    assert all((out / row["file"]).is_file() for row in rows)
+    assert (out / "index.html").is_file()
+    assert sorted(path.name for path in (tmp_path / "baked").glob("*.pt")) == [
+        "a_blue_square_on_the_right.pt", "a_red_circle_on_the_left.pt"]
+
+
+def test_judge_must_differ(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    result = run_script("evaluate.py", str(prompts), "--model", "tiny", "--judge", "tiny", "--quiet", cwd=tmp_path)
+    assert result.returncode == 2 and "judge" in result.stderr and "Traceback" not in result.stderr
