@@ -413,6 +413,9 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                     baked.append(prompt)
                     log(bake_log_line(prompt, result, index, file, settings, meta))
                 release([prompt])
+            if getattr(args, "report", False):
+                for report in write_bake_reports(clip, names, result, settings, seeds, recipe, args):
+                    log(f"  report: {report}")
             steps = len(batch) * meta.meta_steps * meta.stages * settings.steps_per_stage * max(1, meta.starts)
             timings.append((len(batch), time.monotonic() - batch_began, steps))
             log(BatchSummary.batch_line(len(timings), *timings[-1]))
@@ -424,6 +427,41 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                     if prompt not in accounted and find_path(args.store, target_label(prompt)) is not None]
     return BatchSummary(baked, skipped, failed, time.monotonic() - began,
                         sum(steps for _, _, steps in timings), tuple(timings))
+
+
+def stage_images(clip: Clip, guides: torch.Tensor, settings: RenderSettings, seeds: list[int]) -> list[list[torch.Tensor]]:
+    """Replay guides [P,S,D] (one batch) and keep each prompt's image at the end of every stage."""
+    snapshots: list[list[torch.Tensor]] = [[] for _ in seeds]
+
+    def on_step(step: int, pixels: torch.Tensor, losses: torch.Tensor) -> None:
+        if (step + 1) % settings.steps_per_stage == 0:
+            for index, image in enumerate(to_image(pixels).clamp(0, 1).cpu()):
+                snapshots[index].append(image)
+
+    replay(clip, guides.to(clip.device), settings, random_pixels(seeds, settings.size, clip.device),
+           view_seed=seeds[0], on_step=on_step)
+    return snapshots
+
+
+def write_bake_reports(clip: Clip, names: list[str], result, settings: RenderSettings, seeds: list[int],
+                       recipe: dict, args: argparse.Namespace) -> list[Path]:
+    """An HTML report per baked prompt (images per stage, loss curves, GIF) in `<out>/reports/`."""
+    from core.images import save_gif
+    from core.report import write_bake_report
+    from core.store import slugify
+
+    reports = []
+    directory = Path(args.out) / "reports"
+    for index, (prompt, stages) in enumerate(zip(names, stage_images(clip, result.guides, settings, seeds))):
+        metrics = result.metrics(index)
+        gif = save_gif(stages, directory, f"bake-{slugify(target_label(prompt))}", upscale=4, duration_ms=300)
+        report = write_bake_report(directory, target_label(prompt), stages, metrics["curve"],
+                                   metrics["baked_loss"], metrics["normal_loss"], gif, stages[-1],
+                                   {"model": clip.name, "seed": seeds[index], "recipe": recipe,
+                                    "meta": metrics["meta"], "seconds": metrics["seconds"]})
+        gif.unlink()  # the report keeps its own copy
+        reports.append(report)
+    return reports
 
 
 def _bake_batch(clip: Clip, names: list[str], embeddings: torch.Tensor, settings: RenderSettings,
@@ -482,7 +520,31 @@ def batch_bake_job(args: argparse.Namespace) -> int:
         with ClaimQueue(args.store, ttl=getattr(args, "claim_ttl", DEFAULT_TTL)) as queue:
             summary = bake_many(prompts, args, batch_size=args.batch_size, skip_existing=True, queue=queue)
     print(summary.text())
+    if args.report:
+        print(f"batch report: {write_batch_summary_report(summary, args)}")
     return 1 if summary.failed else 0
+
+
+def write_batch_summary_report(summary: BatchSummary, args: argparse.Namespace) -> Path:
+    """One HTML page for a batch: a row per prompt with its losses and a link to its bake report."""
+    from core.report import write_batch_report
+    from core.store import find_path, load_path, slugify
+
+    directory = Path(args.out) / "reports"
+    entries = []
+    for status, prompts in (("baked", summary.baked), ("skipped", summary.skipped)):
+        for prompt in prompts:
+            entry = {"prompt": prompt, "status": status}
+            file = find_path(args.store, target_label(prompt))
+            if file is not None:
+                metrics = load_path(file).metrics
+                entry.update({key: metrics[key] for key in ("baked_loss", "normal_loss", "seconds") if key in metrics})
+            report = directory / slugify(target_label(prompt)) / "index.html"
+            if status == "baked" and report.is_file():
+                entry["report"] = str(report)
+            entries.append(entry)
+    entries += [{"prompt": prompt, "status": "failed", "reason": reason} for prompt, reason in summary.failed]
+    return write_batch_report(directory, entries)
 
 
 def evaluate_job(args: argparse.Namespace) -> None:

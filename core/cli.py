@@ -90,6 +90,8 @@ def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
                        help="held-out random starts for the baked-vs-normal comparison")
     group.add_argument("--population", type=int, default=defaults.population, help="candidates a generation (cma, ga)")
     group.add_argument("--sigma", type=float, default=defaults.sigma, help="search step (cma) / mutation strength (ga)")
+    group.add_argument("--no-report", dest="report", action="store_false",
+                       help="skip the HTML report (images per stage, loss curves, GIF) in OUT/reports/")
     group.add_argument("--trust-angle", type=float, default=defaults.trust_angle,
                        help="radians a guide may turn away from the prompt (cma, ga)")
 

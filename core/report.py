@@ -13,7 +13,8 @@ Three pages:
 Every page is plain HTML with a small inline ``<style>``: no scripts, no external CSS, fonts or
 images, and every link is relative, so a report folder still works when moved or zipped. All
 text that can come from a user (prompts above all) is HTML-escaped. Nothing is overwritten: a
-second report for the same prompt gets ``<slug>-1/``, a second batch page ``batch-1.html``.
+second report for the same prompt gets ``<slug>-1/``, a second batch page ``batch-1.html``, a
+second comparison page in the same folder ``index-1.html``.
 """
 
 from __future__ import annotations
@@ -415,7 +416,7 @@ def write_comparison_page(
     rows: list[dict],
     summary: list[dict],
 ) -> Path:
-    """Write the evaluation page ``<directory>/comparison.html`` (``-1``, ... if taken); return it.
+    """Write the evaluation page ``<directory>/index.html`` (``index-1.html``, ... if taken).
 
     ``summary`` is one dict per method, shown on top as a table whose columns are the union of
     the dicts' keys (nothing is assumed about score names). Below, one table row per
@@ -457,7 +458,7 @@ def write_comparison_page(
         body.append('<tr class="row">' + "".join(cells) + "</tr>")
     body.append("</table>")
 
-    page = unique_path(directory, "comparison", ".html")
+    page = unique_path(directory, "index", ".html")
     try:
         return _write_text(page, _page(title, body))
     except BaseException:

@@ -189,6 +189,7 @@ def test_comparison_page_is_a_table_of_methods(tmp_path):
                for i, m in enumerate(methods)]
 
     page = write_comparison_page(tmp_path, "Eval <1>", methods, rows, summary)
+    assert page == tmp_path / "index.html"
     parsed = parse(page)  # every image link resolves
     # two header rows, one per summary method, one per (prompt, seed)
     assert parsed.count("tr") == 2 + len(summary) + len(rows)
@@ -206,3 +207,6 @@ def test_comparison_page_is_a_table_of_methods(tmp_path):
         width = image.width
     shown = next(attrs for tag, attrs in parsed.tags if tag == "img")
     assert int(shown["width"]) >= MIN_DISPLAY_PX > width
+    # A second evaluation into the same folder keeps the first page.
+    again = write_comparison_page(tmp_path, "Eval 2", methods, rows[:1], summary)
+    assert again == tmp_path / "index-1.html" and "Eval &lt;1&gt;" in page.read_text(encoding="utf-8")

@@ -55,6 +55,8 @@ def test_bake_records_recipe_and_metrics(workdir):
     assert data["recipe"]["size"] == 32 and data["recipe"]["steps_per_stage"] == 2
     assert set(data["metrics"]) >= {"baked_loss", "normal_loss", "curve"}
     assert len(data["metrics"]["curve"]) == 2
+    report = workdir / "outputs" / "reports" / "a_red_circle"
+    assert {"index.html", "curve.png", "animation.gif", "stage-0.png", "stage-1.png"} <= {p.name for p in report.iterdir()}
 
 
 def test_bake_refuses_to_rebake_without_overwrite(workdir):
@@ -86,7 +88,7 @@ def test_microwave_frames_and_gif(workdir):
                   "--out", "frames", cwd=workdir))
     names = sorted(path.name for path in (workdir / "frames").iterdir())
     assert names == ["microwave-a_red_circle-step00002.png", "microwave-a_red_circle-step00004.png",
-                     "microwave-a_red_circle.gif", "microwave-a_red_circle.png"]
+                     "microwave-a_red_circle.gif", "microwave-a_red_circle.png", "microwave-a_red_circle.yaml"]
 
 
 def test_normal_reproducible_from_seed(tmp_path):
@@ -132,6 +134,7 @@ def test_batch_bake_skips_goes_on_and_summarises(tmp_path):
     prompts.write_text("a red circle\na blue square\n")
     second = ok(run_script("batch_bake.py", str(prompts), *FAST_BAKE, cwd=tmp_path))
     assert "baked 0, skipped 2" in second.stdout
+    assert (tmp_path / "outputs" / "reports" / "batch.html").is_file()
 
 
 def test_user_errors_are_one_line(tmp_path):
