@@ -36,6 +36,7 @@ class BakeSettings:
     population: int = 8  # candidates per generation (cma, ga)
     sigma: float = 0.02  # initial search step (cma) / mutation strength (ga)
     trust_angle: float = 0.5  # radians a guide may turn away from the prompt (cma, ga)
+    meta_views: int = 0  # score the final image on this many augmented views (0: the image itself)
 
 
 @dataclass
@@ -76,17 +77,34 @@ def start_seeds(seeds: list[int], draw: int, starts: int) -> list[int]:
 
 HELD_OUT = -1  # draw index of the held-out evaluation starts; meta-steps use 0, 1, 2, ...
 
+# How the meta-loss looks at a final image when `meta_views > 0`: blurred, shifted, rescaled, noisy
+# views, so a path is rewarded for images whose content survives them, not for adversarial texture.
+META_VIEWS = [
+    {"cutouts": {"scale": [0.75, 1.0], "whole": 0.25, "flip": 0.0, "degree": [-8, 8], "noise": 0.05}},
+    {"blur": {"kernel_size": 3, "sigma": 0.8}},
+]
+
 
 def replay_loss(clip: Clip, guides: torch.Tensor, prompt_embeddings: torch.Tensor, settings: RenderSettings,
                 seeds: list[int], draw: int, starts: int, pipeline: Pipeline, unroll: int = 0,
-                view_seed: int = 0) -> torch.Tensor:
-    """Final loss [P, starts] of replaying guides [P,S,D] from `starts` random starts per prompt."""
+                view_seed: int = 0, meta_views: int = 0) -> torch.Tensor:
+    """Final loss [P, starts] of replaying guides [P,S,D] from `starts` random starts per prompt.
+
+    `meta_views > 0` scores each final image on that many `META_VIEWS` augmentations of it.
+    """
     prompts = guides.shape[0]
     start = random_pixels(start_seeds(seeds, draw, starts), settings.size, clip.device)
     targets = guides.repeat_interleave(starts, dim=0)
     pixels = replay(clip, targets, settings, start, view_seed=derive_seed(view_seed, draw), unroll=unroll,
                     pipeline=pipeline)
-    losses = final_loss(clip, pixels, prompt_embeddings.repeat_interleave(starts, dim=0))
+    views, generator = None, None
+    if meta_views > 0:
+        from core.transforms import build_chain
+
+        views = build_chain(META_VIEWS, clip.image_size)
+        generator = torch.Generator(device=clip.device).manual_seed(derive_seed(view_seed, draw, 1))
+    losses = final_loss(clip, pixels, prompt_embeddings.repeat_interleave(starts, dim=0), views, meta_views,
+                        generator)
     return losses.view(prompts, starts)
 
 
@@ -110,7 +128,8 @@ def meta_unrolled(clip: Clip, prompt_embeddings: torch.Tensor, settings: RenderS
     curve = []
     for meta_step in range(bake.meta_steps):
         losses = replay_loss(clip, guides, prompt_embeddings, settings, seeds, meta_step, bake.starts,
-                             pipeline, unroll=bake.unroll, view_seed=view_seed).mean(dim=1)
+                             pipeline, unroll=bake.unroll, view_seed=view_seed,
+                             meta_views=bake.meta_views).mean(dim=1)
         objective = losses.sum()
         if bake.prompt_pull > 0:
             from core.losses import spherical_distance
@@ -152,7 +171,7 @@ def _evolution(search: str):
                 with torch.no_grad():
                     losses = replay_loss(clip, candidates, prompt.expand(population, -1), settings,
                                          [seeds[index]] * population, generation["count"], starts, pipeline,
-                                         view_seed=view_seed)
+                                         view_seed=view_seed, meta_views=bake.meta_views)
                 return evolve.robust_fitness(losses)
 
             def report(point: dict, best: torch.Tensor) -> None:

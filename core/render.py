@@ -134,11 +134,22 @@ def guide_loss(clip: Clip, pixels: torch.Tensor, targets: torch.Tensor, settings
             + settings.range_weight * range_penalty(images) + pipeline.constraints(images, progress))
 
 
-def final_loss(clip: Clip, pixels: torch.Tensor, prompt_embeddings: torch.Tensor) -> torch.Tensor:
-    """The meta-loss per prompt [P]: spherical distance of the whole final image to the prompt."""
+def final_loss(clip: Clip, pixels: torch.Tensor, prompt_embeddings: torch.Tensor, views: Callable | None = None,
+               n_views: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The meta-loss per prompt [P]: spherical distance of the final image to the prompt.
+
+    With a `views` chain and `n_views > 0`, the mean over that many augmented views of the image
+    instead: a pattern that only fools CLIP at one exact framing does not survive them.
+    """
+    images = to_image(pixels).clamp(0, 1)
+    if views is None or n_views <= 0:
+        with autocast_for(pixels.device):
+            embeddings = clip.encode_images(images)
+        return spherical_distance(embeddings, prompt_embeddings)
     with autocast_for(pixels.device):
-        embeddings = clip.encode_images(to_image(pixels).clamp(0, 1))
-    return spherical_distance(embeddings, prompt_embeddings)
+        embeddings = clip.encode_images(views(images, 1.0, generator, n_views))
+    embeddings = embeddings.view(images.shape[0], n_views, -1)
+    return spherical_distance(embeddings, prompt_embeddings[:, None, :]).mean(dim=1)
 
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]

@@ -35,12 +35,12 @@ SHIPPED: dict[str, Path] = {
 # Constructor arguments of `clip.model.CLIP`. Heads are width // 64, as in the clip package.
 ARCHS: dict[str, dict[str, int]] = {
     "scenes": dict(
-        embed_dim=512, image_resolution=48, vision_layers=4, vision_width=192, vision_patch_size=8,
+        embed_dim=512, image_resolution=48, vision_layers=4, vision_width=128, vision_patch_size=8,
         context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=3,
     ),
-    # Different patch size, width and depth of both towers, so the judge does not share the guide's blind spots.
+    # Different patch size and depth of both towers, so the judge does not share the guide's blind spots.
     "scenes-judge": dict(
-        embed_dim=512, image_resolution=48, vision_layers=4, vision_width=128, vision_patch_size=6,
+        embed_dim=512, image_resolution=48, vision_layers=3, vision_width=128, vision_patch_size=6,
         context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=4,
     ),
 }

@@ -3,7 +3,8 @@
 Every step draws a new batch: half random scenes (one or two objects), half "twins" of those scenes that
 differ in exactly one attribute (colour, shape, size, position, background, or two objects swapped). The
 twins are hard negatives: to tell a scene from its twin the model has to see that attribute.
-Loss: symmetric InfoNCE with a learnable logit scale, as in CLIP. Reproducible from --seed.
+Loss: symmetric InfoNCE with a learnable logit scale, as in CLIP, plus a training-only auxiliary loss that
+makes the image embedding say which colour and shape sit at each position. Reproducible from --seed.
 
     python -m core.train_scenes_clip --arch scenes --seed 0 --steps 3000 --batch-size 256 --out models/scenes.pt
 """
@@ -32,8 +33,8 @@ TRAINING_CONTEXT = 32
 
 
 def training_batch(rng: np.random.Generator, batch_size: int, image_size: int
-                   ) -> tuple[torch.Tensor, list[str]]:
-    """(images [B, 3, S, S] in [0, 1] with a little noise, captions): scenes and their one-attribute twins."""
+                   ) -> tuple[torch.Tensor, list[str], list[scenes.Scene]]:
+    """(images [B, 3, S, S] in [0, 1] with a little noise, captions, scenes): scenes and one-attribute twins."""
     base = [scenes.sample_scene(rng) for _ in range(batch_size - batch_size // 2)]
     twins = [scenes.vary_one_attribute(scene, rng) for scene in base[: batch_size // 2]]
     batch = base + twins
@@ -43,14 +44,59 @@ def training_batch(rng: np.random.Generator, batch_size: int, image_size: int
     noise_strength = torch.from_numpy(rng.uniform(0.0, 0.08, size=(len(batch), 1, 1, 1)).astype(np.float32))
     noise = torch.from_numpy(rng.standard_normal(images.shape).astype(np.float32))
     images = (images + noise_strength * noise).clamp(0.0, 1.0)
-    return images, captions
+    return images, captions, batch
 
 
-def contrastive_loss(model, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE: image i belongs with caption i, against every other caption (and vice versa)."""
-    logits_per_image, logits_per_text = model(normalise(images), tokens)
+# An auxiliary, training-only head reads from the image embedding, for each of the five positions, which
+# colour and which shape is there (or nothing). Contrastive learning alone picks up colour quickly but shape,
+# position and relations slowly; this direct signal makes the image tower encode them from the start.
+# The head is thrown away after training: the shipped model is a plain clip.model.CLIP.
+POSITION_NAMES = list(scenes.POSITIONS)
+COLOUR_NAMES = list(scenes.COLOURS)
+SHAPE_NAMES = list(scenes.SHAPES)
+
+
+def slot_targets(batch: list[scenes.Scene]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(colour, shape) class per scene and position, each [B, 5]: 0 = nothing there, else 1 + index."""
+    colours = torch.zeros(len(batch), len(POSITION_NAMES), dtype=torch.long)
+    shapes = torch.zeros(len(batch), len(POSITION_NAMES), dtype=torch.long)
+    for row, scene in enumerate(batch):
+        for obj in scene.objects:
+            column = POSITION_NAMES.index(obj.position)
+            colours[row, column] = 1 + COLOUR_NAMES.index(obj.colour)
+            shapes[row, column] = 1 + SHAPE_NAMES.index(obj.shape)
+    return colours, shapes
+
+
+def make_slot_head(embed_dim: int) -> torch.nn.Linear:
+    """Linear map from an image embedding to (colour, shape) logits for every position."""
+    return torch.nn.Linear(embed_dim, len(POSITION_NAMES) * (1 + len(COLOUR_NAMES) + 1 + len(SHAPE_NAMES)))
+
+
+def training_losses(model, slot_head: torch.nn.Linear, images: torch.Tensor, tokens: torch.Tensor,
+                    batch: list[scenes.Scene]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(contrastive loss, auxiliary slot loss) of one batch.
+
+    Contrastive: symmetric InfoNCE, image i belongs with caption i against every other caption and vice
+    versa, logits scaled by the learnable temperature as in CLIP.
+    """
+    # Similarities of unit vectors lie close together; they are computed in float32 even under bfloat16
+    # autocast, whose 8-bit mantissa would round away the small differences that hard negatives hinge on.
+    image_features = model.encode_image(normalise(images)).float()
+    text_features = model.encode_text(tokens).float()
+    image_unit = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_unit = text_features / text_features.norm(dim=-1, keepdim=True)
+    logits_per_image = model.logit_scale.exp() * image_unit @ text_unit.T
     targets = torch.arange(len(images))
-    return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
+    contrastive = (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
+
+    colour_targets, shape_targets = slot_targets(batch)
+    slot_logits = slot_head(image_features).view(len(images), len(POSITION_NAMES), -1)
+    colour_logits = slot_logits[..., : 1 + len(COLOUR_NAMES)]
+    shape_logits = slot_logits[..., 1 + len(COLOUR_NAMES):]
+    slot = (F.cross_entropy(colour_logits.flatten(0, 1), colour_targets.flatten())
+            + F.cross_entropy(shape_logits.flatten(0, 1), shape_targets.flatten()))
+    return contrastive, slot
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -69,8 +115,9 @@ def vocabulary_token_ids() -> list[int]:
 
 def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float = 5e-4,
           warmup: int = 200, weight_decay: float = 0.1, threads: int = 1, save_every: int = 500,
-          eval_n: int = 200, eval_seed: int = 999_999, bf16: bool = True,
-          max_minutes: float | None = None, init_from: str | None = None) -> dict[str, float]:
+          eval_n: int = 200, eval_seed: int = 999_999, bf16: bool = False,
+          max_minutes: float | None = None, init_from: str | None = None,
+          slot_weight: float = 1.0) -> dict[str, float]:
     """Train a scenes CLIP of `arch` from `seed`, save it to `out`; return held-out zero-shot accuracy.
 
     `max_minutes` stops early (and saves) if the wall-clock budget runs out before `steps`.
@@ -94,11 +141,13 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     # No weight decay on gains, biases, embeddings and the logit scale, as usual for transformers.
     decayed = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in name]
     not_decayed = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in name)]
-    optimiser = torch.optim.AdamW([{"params": decayed, "weight_decay": weight_decay},
+    slot_head = make_slot_head(shipped_arch["embed_dim"])
+    optimiser = torch.optim.AdamW([{"params": decayed + list(slot_head.parameters()), "weight_decay": weight_decay},
                                    {"params": not_decayed, "weight_decay": 0.0}],
                                   lr=lr, betas=(0.9, 0.98), eps=1e-6)
     settings = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                     weight_decay=weight_decay, threads=threads, training_context=TRAINING_CONTEXT, bf16=bf16,
+                    slot_weight=slot_weight,
                     data="core.scenes: half random scenes, half one-attribute twins; pixel noise up to 0.08",
                     init_from=earlier_training)
     token_ids = vocabulary_token_ids()
@@ -113,17 +162,20 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     for step in progress:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, lr, warmup)
-        images, captions = training_batch(rng, batch_size, image_size)
+        images, captions, batch = training_batch(rng, batch_size, image_size)
         tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
-        # bfloat16 matmuls roughly halve the CPU time; weights and optimiser state stay float32.
+        # bfloat16 matmuls would halve the CPU time, but a bfloat16 run learned colour only (the image
+        # embeddings of different shapes and positions stayed equal to within bfloat16 rounding): off by default.
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = contrastive_loss(model, images, tokens)
+            contrastive, slot = training_losses(model, slot_head, images, tokens, batch)
+        loss = contrastive + slot_weight * slot
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         optimiser.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))  # CLIP caps the temperature at 100
-        progress.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        progress.set_postfix(contrastive=f"{contrastive.item():.3f}", slot=f"{slot.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
         if (step + 1) % save_every == 0 and step + 1 < steps:
             save(step + 1, time.time() - started)
         if max_minutes is not None and time.time() - started > 60 * max_minutes:
@@ -152,14 +204,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--save-every", type=int, default=500, help="save a checkpoint every this many steps")
     parser.add_argument("--eval-n", type=int, default=200, help="held-out scenes per attribute at the end")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32 throughout")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster, but learned colour only)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall-clock time")
+    parser.add_argument("--slot-weight", type=float, default=1.0, help="weight of the auxiliary slot loss")
     parser.add_argument("--init-from", default=None, help="continue from these saved weights (a second stage)")
     parser.add_argument("--out", default="models/scenes.pt", help="where to save the weights")
     args = parser.parse_args()
     train(args.arch, args.seed, args.steps, args.batch_size, args.out, lr=args.lr, warmup=args.warmup,
           threads=args.threads, save_every=args.save_every, eval_n=args.eval_n, bf16=args.bf16,
-          max_minutes=args.max_minutes, init_from=args.init_from)
+          max_minutes=args.max_minutes, init_from=args.init_from,
+          slot_weight=args.slot_weight)
 
 
 if __name__ == "__main__":

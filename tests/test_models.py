@@ -1,0 +1,94 @@
+"""Model loading: tiny, shipped scenes models, local weight files, auto, devices, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core import models
+from core.errors import UserError
+from core.models import build_tiny_clip, load_clip, resolve_device
+
+
+def test_tiny_is_seeded_512_and_frozen(tiny_clip):
+    again = build_tiny_clip()
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                  build_tiny_clip().state_dict().values()))
+    assert tiny_clip.embed_dim == 512 and tiny_clip.image_size == 32
+    assert not tiny_clip.model.training
+    assert not any(parameter.requires_grad for parameter in tiny_clip.model.parameters())
+
+
+def test_tiny_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_tiny_clip()
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_text_is_encoded_once_without_grad_and_images_with_grad(tiny_clip):
+    text = tiny_clip.encode_text(["a red circle", "a blue square"])
+    assert text.shape == (2, 512) and not text.requires_grad
+    assert torch.allclose(text.norm(dim=-1), torch.ones(2), atol=1e-5)
+    pixels = torch.rand(2, 3, 48, 48, requires_grad=True)  # any size: resized to the model's input
+    tiny_clip.encode_images(pixels).sum().backward()
+    assert pixels.grad.abs().sum() > 0
+
+
+def test_local_openai_format_weights_file(tmp_path, tiny_clip):
+    """A state-dict file in OpenAI's format loads offline (the clip package infers the architecture)."""
+    file = tmp_path / "my-clip.pt"
+    torch.save(build_tiny_clip().state_dict(), file)
+    loaded = load_clip(str(file), "cpu")
+    assert loaded.name == "my-clip.pt" and loaded.embed_dim == 512
+    # the clip package stores the weights in fp16 on load: same model up to that rounding
+    similarity = (loaded.encode_text(["a cat"]) * tiny_clip.encode_text(["a cat"])).sum()
+    assert similarity > 0.999
+
+
+def test_shipped_scenes_model_loads_by_name_and_file(scenes_clip):
+    from core.scenes_clip import SHIPPED
+
+    assert scenes_clip.embed_dim == 512
+    by_file = load_clip(str(SHIPPED["scenes"]), "cpu")
+    assert torch.allclose(by_file.encode_text(["a red circle"]), scenes_clip.encode_text(["a red circle"]))
+
+
+def test_auto_falls_back_to_scenes_offline(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cached ViT-B/32
+    monkeypatch.setattr(models, "_download_reachable", lambda name, timeout=3.0: False)
+    assert models.resolve_auto() == "scenes"
+    notice = capsys.readouterr().err
+    assert "ViT-B/32" in notice and "scenes" in notice and len(notice.strip().splitlines()) == 1
+
+
+def test_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown model"):
+        load_clip("no-such-model", "cpu")
+    (tmp_path / "broken.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="broken.pt"):
+        load_clip(str(tmp_path / "broken.pt"), "cpu")
+    with pytest.raises(UserError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA"):
+            resolve_device("cuda:0")
+    with pytest.raises(UserError, match="77 tokens"):
+        load_clip("tiny", "cpu").encode_text(["word " * 100])
+    with pytest.raises(UserError, match="empty"):
+        load_clip("tiny", "cpu").encode_text(["   "])
+
+
+def test_resolve_device_auto():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_encode_under_bf16_autocast():
+    clip = load_clip("tiny", "cuda")
+    pixels = torch.rand(4, 3, 32, 32, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        embeddings = clip.encode_images(pixels)
+    embeddings.float().sum().backward()
+    assert embeddings.dtype == torch.float32 and pixels.grad.abs().sum() > 0
