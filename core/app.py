@@ -163,7 +163,7 @@ def _tracker(args: argparse.Namespace, job: str, config: dict):
 
 def normal_job(args: argparse.Namespace) -> None:
     """Optimise straight toward the prompt: the control."""
-    clip = load_clip(args.model, args.device)
+    clip = load_clip(args.model, args.device, getattr(args, "compile", False))
     recipe = resolve_recipe(args)
     embedding = encode_target(clip, args.prompt, args.truncate)
     settings = RenderSettings.from_recipe(recipe)
@@ -180,7 +180,7 @@ def microwave_job(args: argparse.Namespace) -> None:
     """Replay a baked path, optionally blended with a new prompt."""
     from core.store import check_compatible, load_path
 
-    clip = load_clip(args.model, args.device)
+    clip = load_clip(args.model, args.device, getattr(args, "compile", False))
     path = load_path(args.path, device="cpu")
     check_compatible(path, clip.embed_dim, clip.name)
     recipe = resolve_recipe(args, base=_path_recipe(path, args))
@@ -210,7 +210,7 @@ def auto_microwave_job(args: argparse.Namespace) -> None:
     """Blend the k baked paths nearest to a new prompt and replay the blend."""
     from core.store import nearest_paths
 
-    clip = load_clip(args.model, args.device)
+    clip = load_clip(args.model, args.device, getattr(args, "compile", False))
     embedding = encode_target(clip, args.prompt, args.truncate)
     exclude = [args.prompt] if args.leave_out else []
     nearest = nearest_paths(args.store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
@@ -348,7 +348,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
     from core.store import BakedPath, find_path, save_path
 
     began = time.monotonic()
-    clip = clip or load_clip(args.model, args.device)
+    clip = clip or load_clip(args.model, args.device, getattr(args, "compile", False))
     recipe = resolve_recipe(args)
     settings = RenderSettings.from_recipe(recipe)
     meta = bake_settings(recipe, args)
@@ -555,7 +555,7 @@ def evaluate_job(args: argparse.Namespace) -> None:
     prompts = read_prompts([args.prompts_file])
     if not prompts:
         raise UserError(f"no prompts in {args.prompts_file}")
-    clip = load_clip(args.model, args.device)
+    clip = load_clip(args.model, args.device, getattr(args, "compile", False))
     judge = load_clip(args.judge, args.device)
     if judge.name == clip.name:
         raise UserError(f"the judge must be another model than the guide ({clip.name})")

@@ -47,6 +47,8 @@ def make_parser(description: str, recipe: bool = True) -> Parser:
     parser.add_argument("--truncate", action="store_true", help="cut prompts longer than 77 tokens")
     parser.add_argument("--wandb", action="store_true", help="log losses and images to Weights & Biases")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile image encoding in the inner loop (pays off on GPU for long runs)")
     if recipe:
         add_recipe_arguments(parser)
     return parser

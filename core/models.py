@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,8 @@ class Clip:
     embed_dim: int
     image_size: int
     device: torch.device
+    compiled: bool = False  # encode_images_fast is torch.compile'd (see `compile_encoder`)
+    _fast_encoder: Callable | None = field(default=None, repr=False, compare=False)
 
     def tokenize(self, prompts: list[str], truncate: bool = False) -> torch.Tensor:
         """Tokens for `prompts`; an empty or over-long prompt is a `UserError`."""
@@ -74,6 +77,15 @@ class Clip:
         mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
         return self.model.encode_image((images - mean) / std).float()
+
+    def compile_encoder(self) -> None:
+        """Use `torch.compile` for image encoding in steps that need no double backward."""
+        self._fast_encoder = torch.compile(self.encode_images, dynamic=False)
+        self.compiled = True
+
+    def encode_images_fast(self, images: torch.Tensor) -> torch.Tensor:
+        """`encode_images`, compiled when `compile_encoder` was called (not twice differentiable then)."""
+        return (self._fast_encoder or self.encode_images)(images)
 
     def encode_image_files(self, files: list[str]) -> torch.Tensor:
         """Unit-norm embeddings [N, D] of image files (a target given as an image)."""
@@ -183,8 +195,18 @@ def resolve_auto() -> str:
     return SCENES_NAME
 
 
-def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto") -> Clip:
-    """Load a frozen CLIP by name (`auto`, `tiny`, shipped, OpenAI names) or from a local weights file."""
+def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto", compile: bool = False) -> Clip:
+    """Load a frozen CLIP by name (`auto`, `tiny`, shipped, OpenAI names) or from a local weights file.
+
+    `compile=True` compiles image encoding for the inner steps that need no double backward.
+    """
+    clip = _load(name, device)
+    if compile:
+        clip.compile_encoder()
+    return clip
+
+
+def _load(name: str, device: str | torch.device) -> Clip:
     from core.scenes_clip import SHIPPED, load_scenes_clip
 
     device = device if isinstance(device, torch.device) else resolve_device(device)

@@ -121,13 +121,15 @@ def autocast_for(device: torch.device):
 
 
 def guide_loss(clip: Clip, pixels: torch.Tensor, targets: torch.Tensor, settings: RenderSettings,
-               pipeline: Pipeline, progress: float, generator: torch.Generator) -> torch.Tensor:
+               pipeline: Pipeline, progress: float, generator: torch.Generator,
+               twice_differentiable: bool = False) -> torch.Tensor:
     """The inner loss per prompt [P]: mean spherical distance of the views to the target + regularisers."""
     images = to_image(pixels)
     batch = images.shape[0]
     views = pipeline.views(images, progress, generator, settings.cutn)
+    encode = clip.encode_images if twice_differentiable else clip.encode_images_fast
     with autocast_for(pixels.device):
-        embeddings = clip.encode_images(views)
+        embeddings = encode(views)
     embeddings = embeddings.view(batch, settings.cutn, -1)
     distance = spherical_distance(embeddings, targets[:, None, :]).mean(dim=1)
     return (distance + settings.tv_weight * total_variation(images)
@@ -190,7 +192,8 @@ def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, st
             if differentiable:
                 if not pixels.requires_grad:
                     pixels = pixels.detach().requires_grad_(True)
-                losses = guide_loss(clip, pixels, targets, settings, pipeline, progress, generator)
+                losses = guide_loss(clip, pixels, targets, settings, pipeline, progress, generator,
+                                    twice_differentiable=True)
                 (grad,) = torch.autograd.grad(losses.sum(), pixels, create_graph=True)
                 update, state = adam_update(grad, pixels, state, settings.lr, settings.weight_decay)
             else:

@@ -264,7 +264,7 @@ def _ray_bake_batch(prompts: list[str], args: argparse.Namespace, slots: int):
     torch.set_num_threads(max(1, int(cpus)))
     key = (args.model, args.device)
     if key not in _CLIPS:
-        _CLIPS[key] = load_clip(args.model, args.device)
+        _CLIPS[key] = load_clip(args.model, args.device, getattr(args, "compile", False))
     name = f"ray-{ray.get_runtime_context().get_task_id()[:8]}"
 
     def log(line: str) -> None:

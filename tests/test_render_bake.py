@@ -128,3 +128,17 @@ def test_batched_bake_equals_one_by_one(tiny_clip):
         alone = bake_prompts(tiny_clip, embeddings[index:index + 1], SMALL, meta, seeds=[seed], view_seed=3)
         assert torch.allclose(together.guides[index], alone.guides[0], atol=1e-5)
         assert torch.allclose(together.baked_loss[index], alone.baked_loss[0], atol=1e-5)
+
+
+def test_compiled_encoder_gives_the_same_run(tiny_clip):
+    """`--compile` changes speed, not results (and unrolled steps still use the eager encoder)."""
+    from core.models import load_clip
+
+    compiled = load_clip("tiny", "cpu", compile=True)
+    embedding = tiny_clip.encode_text(["a red circle"])
+    settings = RenderSettings(size=32, steps_per_stage=2, cutn=2)
+    start = random_pixels([0], 32, tiny_clip.device)
+    eager = replay(tiny_clip, initial_guides(embedding, 2), settings, start)
+    fast = replay(compiled, initial_guides(embedding, 2), settings, start)
+    assert compiled.compiled
+    assert torch.allclose(eager, fast, atol=1e-4)
