@@ -26,8 +26,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 # --- targets -----------------------------------------------------------------------------------------
 
-def encode_target(clip: Clip, text: str, truncate: bool = False) -> torch.Tensor:
-    """The unit embedding [D] of a target: text, an image file, or weighted targets (`a:1 | b:-0.5`)."""
+def encode_target(clip: Clip, text: str, truncate: bool = False, extra: str = "") -> torch.Tensor:
+    """The unit embedding [D] of a target: text, an image file, or weighted targets (`a:1 | b:-0.5`).
+
+    `extra` (a recipe's `targets`) adds weighted targets to it.
+    """
     from core.prompts import combine_targets, parse_targets
 
     if not text or not text.strip():
@@ -35,8 +38,9 @@ def encode_target(clip: Clip, text: str, truncate: bool = False) -> torch.Tensor
     if text.lower().endswith(IMAGE_SUFFIXES) and "|" not in text:
         if not Path(text).is_file():
             raise UserError(f"image file not found: {text}")
-        return clip.encode_image_files([text])[0]
-    targets = parse_targets(text)
+        if not extra:
+            return clip.encode_image_files([text])[0]
+    targets = parse_targets(f"{text} | {extra}" if extra else text)
     embeddings = []
     for target in targets:
         if target.kind == "image":
@@ -165,7 +169,7 @@ def normal_job(args: argparse.Namespace) -> None:
     """Optimise straight toward the prompt: the control."""
     clip = load_clip(args.model, args.device, getattr(args, "compile", False))
     recipe = resolve_recipe(args)
-    embedding = encode_target(clip, args.prompt, args.truncate)
+    embedding = encode_target(clip, args.prompt, args.truncate, recipe.get("targets", ""))
     settings = RenderSettings.from_recipe(recipe)
     # the same total steps as a microwave of a path with the recipe's stages, unless --steps says otherwise
     settings.steps_per_stage = args.steps or recipe.get("stages", 10) * settings.steps_per_stage
@@ -187,7 +191,7 @@ def microwave_job(args: argparse.Namespace) -> None:
     stage_targets = path.guides.to(clip.device)
     label = path.prompt
     if args.prompt:
-        embedding = encode_target(clip, args.prompt, args.truncate)
+        embedding = encode_target(clip, args.prompt, args.truncate, recipe.get("targets", ""))
         stage_targets = blend(stage_targets, embedding, args.mix)
         label = target_label(args.prompt)
     output = make_output(args, "microwave", label, clip, recipe, {"path": str(args.path), "path_prompt": path.prompt})
@@ -211,7 +215,8 @@ def auto_microwave_job(args: argparse.Namespace) -> None:
     from core.store import nearest_paths
 
     clip = load_clip(args.model, args.device, getattr(args, "compile", False))
-    embedding = encode_target(clip, args.prompt, args.truncate)
+    recipe = resolve_recipe(args)
+    embedding = encode_target(clip, args.prompt, args.truncate, recipe.get("targets", ""))
     exclude = [args.prompt] if args.leave_out else []
     nearest = nearest_paths(args.store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
                             embedding.cpu(), args.k, exclude_prompts=exclude)
@@ -222,7 +227,6 @@ def auto_microwave_job(args: argparse.Namespace) -> None:
         print(f"using '{path.prompt}' (distance {distance:.4f})")
     mixed = mix_paths([path.guides for path, _ in nearest], args.mode, args.seed)
     stage_targets = blend(mixed.to(clip.device), embedding, 1 - args.path_weight)
-    recipe = resolve_recipe(args)
     recipe["stages"] = stage_targets.shape[0]
     output = make_output(args, f"auto-{args.mode}", target_label(args.prompt), clip, recipe,
                          {"paths": json.dumps([path.prompt for path, _ in nearest])})
@@ -363,7 +367,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                     skipped.append(prompt)
                     continue
                 raise UserError(f"already baked: '{target_label(prompt)}' (use --overwrite to bake it again)")
-            todo.append((position, prompt, encode_target(clip, prompt, args.truncate)))
+            todo.append((position, prompt, encode_target(clip, prompt, args.truncate, recipe.get("targets", ""))))
         except UserError as error:
             failed.append((prompt, str(error)))
 

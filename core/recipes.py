@@ -33,6 +33,8 @@ RECIPE_PARAMS = (
     Param("cutn", 8, "views per image per step", kind="int", minimum=1),
     Param("quantize", 0, "values per channel of the saved image (0: off)", kind="int", minimum=0),
     Param("meta_steps", 100, "meta-optimisation steps (or generations) of a bake", kind="int", minimum=1),
+    Param("targets", "", "weighted targets added to every prompt, e.g. 'text, words:-0.5 | pixel art:0.5'",
+          kind="text"),
     Param("views", copy.deepcopy(DEFAULT_VIEWS), "transform chain (see Transforms)", kind="list"),
     Param("constraints", [], "constraints (see Constraints)", kind="list"),
     Param("postproc", [], "post-processing (see Post-processing)", kind="list"),
@@ -98,7 +100,7 @@ def validate_recipe(recipe: dict, source: str = "recipe") -> dict:
     for param in RECIPE_PARAMS:
         raw = recipe.get(param.name, param.default)
         value = param.parse(param.default if raw is None else raw, source)
-        if param.kind != "list" and not isinstance(value, (int, float)):
+        if param.kind not in ("list", "text") and not isinstance(value, (int, float)):
             raise UserError(f"{source}: {param.name} expects {param.describe()}, got {raw!r}")
         parsed[param.name] = value
     if parsed["quantize"] == 1:

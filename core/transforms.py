@@ -33,8 +33,10 @@ TRANSFORMS = Registry(
     """,
 )
 
+# No mirroring by default: a mirrored view turns "on the left" into "on the right", so prompts that say
+# where things are would be aimed at both sides at once.
 DEFAULT_VIEWS = [
-    {"cutouts": {"scale": [0.5, 1.0], "whole": 0.125, "flip": 0.5, "degree": [-5, 5], "shear": [-3, 3],
+    {"cutouts": {"scale": [0.5, 1.0], "whole": 0.125, "flip": 0.0, "degree": [-5, 5], "shear": [-3, 3],
                  "noise": 0.02}},
 ]
 
