@@ -21,7 +21,7 @@ import torch
 
 from core.bake import initial_guides
 from core.models import Clip
-from core.render import RenderSettings, blend, random_pixels, replay, to_image
+from core.render import ProgressReporter, RenderSettings, blend, random_pixels, replay, to_image
 
 METHODS = ("normal", "microwave", "auto")
 EVAL_SEED_BASE = 1_000_000  # evaluation starts never coincide with the seeds a bake uses
@@ -151,10 +151,16 @@ def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torc
 
 
 def render_batch(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, seeds: list[int],
-                 view_seed: int) -> torch.Tensor:
-    """Final images [N,3,H,W] in [0,1] of replaying N stage-target sets, each from its own seed."""
+                 view_seed: int, label: str | None = None) -> torch.Tensor:
+    """Final images [N,3,H,W] in [0,1] of replaying N stage-target sets, each from its own seed.
+
+    With a `label`, a progress bar shows the run.
+    """
+    progress = ProgressReporter(stage_targets.shape[1] * settings.steps_per_stage, label or "",
+                                enabled=label is not None)
     start = random_pixels(seeds, settings.size, clip.device)
-    pixels = replay(clip, stage_targets, settings, start, view_seed=view_seed)
+    pixels = replay(clip, stage_targets, settings, start, view_seed=view_seed, on_step=progress)
+    progress.close()
     return to_image(pixels.detach()).clamp(0, 1)
 
 
@@ -177,7 +183,8 @@ def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettin
         batch_targets = targets.repeat_interleave(seeds, dim=0)
         batch_seeds = seed_list * len(prompts)
         batch_prompts = [prompt for prompt in prompts for _ in seed_list]
-        images = render_batch(clip, batch_targets, settings, batch_seeds, view_seed=EVAL_SEED_BASE)
+        images = render_batch(clip, batch_targets, settings, batch_seeds, view_seed=EVAL_SEED_BASE,
+                              label=None if quiet else f"{method} ({len(batch_seeds)} images)")
         scores = judge_scores(judge, images, batch_prompts)
         for index, (prompt, seed) in enumerate(zip(batch_prompts, batch_seeds)):
             file = save_png(images[index].cpu(), out_dir, f"{slugify(prompt)}-{method}-s{seed - EVAL_SEED_BASE}",

@@ -142,3 +142,20 @@ def test_compiled_encoder_gives_the_same_run(tiny_clip):
     fast = replay(compiled, initial_guides(embedding, 2), settings, start)
     assert compiled.compiled
     assert torch.allclose(eager, fast, atol=1e-4)
+
+
+@pytest.mark.parametrize("meta", ["cma", "ga"])
+def test_evolutionary_bakes_stay_in_trust_region_and_log_their_curve(tiny_clip, meta):
+    embeddings = tiny_clip.encode_text(["a red circle", "a blue square"])
+    settings = RenderSettings(size=32, steps_per_stage=2, cutn=2)
+    bake = BakeSettings(stages=2, meta_steps=3, meta=meta, population=4, starts=2, sigma=0.05,
+                        trust_angle=0.2, eval_starts=1)
+    points = []
+    result = bake_prompts(tiny_clip, embeddings, settings, bake, seeds=[0, 1],
+                          on_meta_step=lambda step, point: points.append(point))
+    angles = torch.arccos(torch.nn.functional.cosine_similarity(result.guides, embeddings[:, None], dim=-1)
+                          .clamp(-1, 1))
+    assert (angles <= 0.2 + 1e-4).all()
+    assert len(points) == 2 * 3  # a generation of each prompt's search
+    assert len(result.curve) == 3 and len(result.curve[0]["meta_loss"]) == 2
+    assert result.metrics(0)["meta"]["meta"] == meta
