@@ -175,7 +175,8 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
         optimiser.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))  # CLIP caps the temperature at 100
-        progress.set_postfix(contrastive=f"{contrastive.item():.3f}", slot=f"{slot.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        progress.set_postfix(contrastive=f"{contrastive.item():.3f}", slot=f"{slot.item():.3f}",
+                             scale=f"{model.logit_scale.exp().item():.1f}")
         if (step + 1) % save_every == 0 and step + 1 < steps:
             save(step + 1, time.time() - started)
         if max_minutes is not None and time.time() - started > 60 * max_minutes:
