@@ -13,7 +13,7 @@ prompts of a run that died are baked again once its claims expire (--claim-ttl).
   python batch_bake.py prompts.txt --gpus cpu:2          # two CPU worker processes (testing, CPU-only)
   python batch_bake.py prompts.txt --ray auto            # Ray tasks, one batch on one GPU each
 """
-from core import app, cli
+from core import batch, cli
 from core.claims import DEFAULT_TTL
 from core.workers import CPU_BATCH_SIZE, batch_size_arg
 
@@ -37,7 +37,7 @@ def main() -> None:
     cli.add_bake_arguments(parser)
     args = parser.parse_args()
     args.overwrite = False
-    cli.run(lambda: app.batch_bake_job(args))
+    cli.run(lambda: batch.batch_bake_job(args))
 
 
 if __name__ == "__main__":

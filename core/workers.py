@@ -1,6 +1,6 @@
 """Baking at the hardware limit: how many prompts fit in one batch, one worker per GPU, Ray tasks.
 
-Every way of running goes through `core.app.bake_many` with a `core.claims.ClaimQueue`, so one process,
+Every way of running goes through `core.batch.bake_many` with a `core.claims.ClaimQueue`, so one process,
 worker processes on the GPUs of a machine (`--gpus`) and Ray tasks on a cluster (`--ray`) can share one
 store: each prompt is claimed before it is baked, so it is baked once, and the prompt of a worker that
 dies is baked again by another once its claim expires.
@@ -173,7 +173,7 @@ def _threads_for(workers: int) -> int:
 def _worker_main(rank: int, device: str, prompts: list[str], args: argparse.Namespace, workers: int,
                  results) -> None:
     """One worker process: bake from the shared claim queue on `device`, send back its summary."""
-    from core import app
+    from core import batch
     from core.claims import ClaimQueue, worker_id
 
     torch.set_num_threads(_threads_for(workers))
@@ -187,7 +187,7 @@ def _worker_main(rank: int, device: str, prompts: list[str], args: argparse.Name
     args = argparse.Namespace(**{**vars(args), "device": device, "quiet": args.quiet or workers > 1})
     try:
         with ClaimQueue(args.store, worker_id(name), args.claim_ttl, workers, log=log) as queue:
-            summary = app.bake_many(prompts, args, batch_size=args.batch_size, skip_existing=True,
+            summary = batch.bake_many(prompts, args, batch_size=args.batch_size, skip_existing=True,
                                     queue=queue, log=log)
         results.put((rank, summary, None))
     except UserError as error:
@@ -206,7 +206,7 @@ def run_workers(prompts: list[str], args: argparse.Namespace, devices: list[str]
 
     import torch.multiprocessing as mp
 
-    from core.app import BatchSummary
+    from core.batch import BatchSummary
 
     began = time.monotonic()
     context = mp.get_context("spawn")  # CUDA cannot be used in forked children
@@ -256,7 +256,7 @@ def _ray_bake_batch(prompts: list[str], args: argparse.Namespace, slots: int):
     """The body of one Ray task: claim one batch of `prompts`, bake it, save it; returns its summary."""
     import ray
 
-    from core import app
+    from core import batch
     from core.claims import ClaimQueue, worker_id
     from core.models import load_clip
 
@@ -271,7 +271,7 @@ def _ray_bake_batch(prompts: list[str], args: argparse.Namespace, slots: int):
         print("\n".join(f"[{name}] {part}" for part in line.splitlines()), flush=True)
 
     with ClaimQueue(args.store, worker_id(name), args.claim_ttl, slots, log=log) as queue:
-        return app.bake_many(prompts, args, batch_size=args.batch_size, skip_existing=True, queue=queue,
+        return batch.bake_many(prompts, args, batch_size=args.batch_size, skip_existing=True, queue=queue,
                              log=log, clip=_CLIPS[key], max_batches=1)
 
 
@@ -311,7 +311,7 @@ def run_ray(prompts: list[str], args: argparse.Namespace):
     As many tasks run at once as the cluster has GPUs (CPUs when it has none or `--device cpu`); a task
     that baked a batch is followed by another until no prompt is left.
     """
-    from core.app import BatchSummary
+    from core.batch import BatchSummary
 
     began = time.monotonic()
     ray, started = _init_ray(args.ray)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import app, cli, claims, workers
+from core import batch, cli, claims, workers
 from core.bake import BakeSettings
 from core.errors import UserError
 from core.render import RenderSettings
@@ -130,12 +130,12 @@ def test_out_of_memory_names_a_batch_size_that_fits(tmp_path, monkeypatch, tiny_
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(app, "bake_prompts", out_of_memory)
+    monkeypatch.setattr(batch, "bake_prompts", out_of_memory)
     monkeypatch.setattr(workers, "measure_batch_size",
                         lambda clip, settings, meta: workers.MemoryEstimate(1e9, 2e9, 10 * 2**30, 3))
     args = bake_args(tmp_path)
     with claims.ClaimQueue(tmp_path, "w", ttl=60) as queue, pytest.raises(UserError) as error:
-        app.bake_many(["a", "b", "c", "d"], args, batch_size=4, queue=queue, clip=tiny_clip, log=lambda line: None)
+        batch.bake_many(["a", "b", "c", "d"], args, batch_size=4, queue=queue, clip=tiny_clip, log=lambda line: None)
     message = str(error.value)
     assert message == ("out of GPU memory baking 4 prompts at once on cpu: about 3 fit "
                        "(use --batch-size 3, or --batch-size auto)")
