@@ -165,3 +165,13 @@ def test_wandb_offline_logs_for_real(tmp_path):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, result.stderr
     assert list(runs[0].glob("*.wandb")), "the run's log file is written"
+
+
+def test_microwave_replays_a_legacy_path(tmp_path):
+    if not LEGACY.is_dir():
+        pytest.skip("legacy paths not present")
+    result = ok(run_script("microwave.py", str(LEGACY / "a_lemon.pt"), *FAST, "--steps-per-stage", "1",
+                           cwd=tmp_path))
+    assert "baked with ViT-B/32" in result.stderr  # a notice, not an error: same embed dim
+    metadata = read_png_metadata(tmp_path / "outputs" / "microwave-a_lemon.png")
+    assert metadata["prompt"] == "a lemon" and json.loads(metadata["recipe"])["stages"] == 10
