@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from clip.model import CLIP
 
+from core.models import CLIP_MEAN, CLIP_STD
+
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 SHIPPED: dict[str, Path] = {
@@ -46,8 +48,7 @@ ARCHS: dict[str, dict[str, int]] = {
 }
 
 # CLIP's image normalisation (the clip package's preprocessing), used for training and for every caller.
-IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
-IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_MEAN, IMAGE_STD = CLIP_MEAN, CLIP_STD
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
