@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from core.losses import spherical_distance
 from core.models import Clip
 from core.render import Pipeline, RenderSettings, final_loss, random_pixels, replay
 
@@ -132,8 +133,6 @@ def meta_unrolled(clip: Clip, prompt_embeddings: torch.Tensor, settings: RenderS
                              meta_views=bake.meta_views).mean(dim=1)
         objective = losses.sum()
         if bake.prompt_pull > 0:
-            from core.losses import spherical_distance
-
             decay = 1 - meta_step / max(1, bake.meta_steps)
             pull = spherical_distance(guides, prompt_embeddings[:, None, :]).mean(dim=1)
             objective = objective + bake.prompt_pull * decay * pull.sum()

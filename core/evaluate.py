@@ -173,7 +173,7 @@ def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettin
     from core.store import slugify
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    embeddings = torch.stack([clip.encode_text([prompt], truncate=True)[0] for prompt in prompts])
+    embeddings = clip.encode_text(prompts, truncate=True)  # one batch
     seed_list = [EVAL_SEED_BASE + seed for seed in range(seeds)]
     evaluation = Evaluation()
     pages: dict[tuple[str, int], dict] = {}
