@@ -19,6 +19,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=2, help="nearest paths blended by auto")
     parser.add_argument("--path-weight", type=float, default=0.3, help="weight of the blended paths (auto)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts baked together when baking first")
+    parser.add_argument("--store-prompts", help="more prompts to bake into the store first (not evaluated): "
+                                                 "the neighbours auto draws on")
     cli.add_bake_arguments(parser)
     args = parser.parse_args()
     cli.run(lambda: app.evaluate_job(args))

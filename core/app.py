@@ -69,7 +69,7 @@ def bake_settings(recipe: dict, args: argparse.Namespace) -> BakeSettings:
     """The meta part of a run from the recipe and the bake options on the command line."""
     settings = BakeSettings(**{key: recipe[key] for key in ("stages", "meta_steps") if key in recipe})
     for name in ("meta", "meta_lr", "unroll", "starts", "clip_grad", "prompt_pull", "eval_starts",
-                 "population", "sigma", "trust_angle"):
+                 "population", "sigma", "trust_angle", "meta_views", "anchor_lr", "anchor_limit", "critic", "critic_weight"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
@@ -259,9 +259,17 @@ def evaluate_job(args: argparse.Namespace) -> None:
     judge = load_clip(args.judge, args.device)
     if judge.name == clip.name:
         raise UserError(f"the judge must be another model than the guide ({clip.name})")
+    if getattr(args, "critic", "") and load_clip(args.critic, "cpu").name == judge.name:
+        raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     recipe = resolve_recipe(args)
-    missing = [prompt for prompt in prompts if find_path(args.store, prompt) is None]
+    store_prompts = []
+    if getattr(args, "store_prompts", None):
+        if not Path(args.store_prompts).is_file():
+            raise UserError(f"store prompts file not found: {args.store_prompts}")
+        store_prompts = read_prompts([args.store_prompts])
+    wanted = prompts + [prompt for prompt in store_prompts if prompt not in prompts]
+    missing = [prompt for prompt in wanted if find_path(args.store, prompt) is None]
     if missing and {"microwave", "auto"} & set(methods):
         print(f"baking {len(missing)} prompt(s) missing from {args.store} first")
         args.overwrite = False

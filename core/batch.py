@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from core.app import IMAGE_SUFFIXES, tracker_for, bake_settings, encode_target, resolve_recipe, target_label
-from core.bake import BakeSettings, bake_prompts
+from core.anchors import prompt_anchors
+from core.bake import NEEDS_ANCHORS, BakeSettings, Critic, bake_prompts
 from core.errors import UserError
 from core.models import Clip, load_clip
 from core.render import RenderSettings, random_pixels, replay, to_image
@@ -130,6 +131,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
     settings = RenderSettings.from_recipe(recipe)
     meta = bake_settings(recipe, args)
     recipe.update(stages=meta.stages, meta_steps=meta.meta_steps)
+    critic_clip = load_clip(meta.critic, args.device) if meta.critic else None
     overwrite = getattr(args, "overwrite", False)
     baked, skipped, failed = [], [], []
     todo: list[tuple[int, str, torch.Tensor]] = []  # (position in prompts, prompt, embedding)
@@ -163,7 +165,12 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
             batch_began = time.monotonic()
             out_of_memory = False
             try:
-                result = _bake_batch(clip, names, embeddings, settings, meta, seeds, args)
+                critic = None
+                if critic_clip is not None:
+                    critic = Critic(critic_clip, torch.stack([encode_target(critic_clip, name, args.truncate,
+                                                                            recipe.get("targets", ""))
+                                                              for name in names]), meta.critic_weight)
+                result = _bake_batch(clip, names, embeddings, settings, meta, seeds, args, critic)
             except torch.cuda.OutOfMemoryError:
                 out_of_memory = True  # handled below: this traceback still holds the batch's GPU memory
             except (UserError, RuntimeError) as error:
@@ -242,7 +249,7 @@ def write_bake_reports(clip: Clip, names: list[str], result, settings: RenderSet
 
 
 def _bake_batch(clip: Clip, names: list[str], embeddings: torch.Tensor, settings: RenderSettings,
-                meta: BakeSettings, seeds: list[int], args: argparse.Namespace):
+                meta: BakeSettings, seeds: list[int], args: argparse.Namespace, critic: Critic | None = None):
     from tqdm.auto import tqdm
 
     label = names[0][:30] if len(names) == 1 else f"{len(names)} prompts"
@@ -255,8 +262,9 @@ def _bake_batch(clip: Clip, names: list[str], embeddings: torch.Tensor, settings
             bar.set_postfix(meta_loss=f"{mean:.4f}")
             tracker.log({"meta_loss": mean, "meta_step": step})
 
+        anchors = prompt_anchors(clip, names, meta.anchor_words) if meta.meta in NEEDS_ANCHORS else None
         result = bake_prompts(clip, embeddings, settings, meta, seeds, view_seed=args.seed,
-                              on_meta_step=on_meta_step)
+                              on_meta_step=on_meta_step, anchors=anchors, critic=critic)
     bar.close()
     return result
 

