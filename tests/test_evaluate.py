@@ -73,3 +73,13 @@ def test_judge_must_differ(tmp_path):
     prompts.write_text("a red circle\n")
     result = run_script("evaluate.py", str(prompts), "--model", "tiny", "--judge", "tiny", "--quiet", cwd=tmp_path)
     assert result.returncode == 2 and "judge" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluation_starts_are_distinct_per_prompt_and_stable():
+    from core.evaluate import EVAL_SEED_BASE, start_seed
+
+    prompts = ["a red star", "a blue square", "a red star on the left"]
+    seeds = [start_seed(prompt, seed) for prompt in prompts for seed in range(3)]
+    assert len(set(seeds)) == 9  # no two (prompt, seed) pairs share a random start
+    assert all(seed >= EVAL_SEED_BASE for seed in seeds)
+    assert start_seed("a red star", 1) == seeds[1]  # the same start for every method and every run
