@@ -17,7 +17,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="random starts per prompt and method")
     parser.add_argument("--methods", default="normal,microwave,auto", help="comma-separated methods")
     parser.add_argument("--k", type=int, default=2, help="nearest paths blended by auto")
-    parser.add_argument("--path-weight", type=float, default=0.3, help="weight of the blended paths (auto)")
+    parser.add_argument("--auto-mode", choices=list(app.AUTO_MODES), default="transfer",
+                        help="how auto turns the nearest paths into stage targets (see auto_microwave.py)")
+    parser.add_argument("--path-weight", type=float, default=None, help="weight of the paths in auto "
+                                                                       "(default: the mode's, see auto_microwave.py)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts baked together when baking first")
     parser.add_argument("--store-prompts", help="more prompts to bake into the store first (not evaluated): "
                                                  "the neighbours auto draws on")

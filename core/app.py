@@ -15,7 +15,7 @@ import torch
 from core.bake import BakeSettings
 from core.cli import recipe_overrides
 from core.errors import UserError
-from core.models import Clip, load_clip
+from core.models import Clip, load_clip, resolve_critic
 from core.render import ProgressReporter, RenderSettings, blend, from_image, random_pixels, replay, to_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -209,7 +209,7 @@ def _path_recipe(path, args: argparse.Namespace) -> dict:
 
 
 def auto_microwave_job(args: argparse.Namespace) -> None:
-    """Blend the k baked paths nearest to a new prompt and replay the blend."""
+    """Replay stage targets made from the k baked paths nearest to a new prompt (see `auto_targets`)."""
     from core.store import nearest_paths
 
     clip = load_clip(args.model, args.device, getattr(args, "compile", False))
@@ -223,8 +223,8 @@ def auto_microwave_job(args: argparse.Namespace) -> None:
             raise UserError(f"path '{path.prompt}' has embed dim {path.embed_dim}, model {clip.name} has "
                             f"{clip.embed_dim}")
         print(f"using '{path.prompt}' (distance {distance:.4f})")
-    mixed = mix_paths([path.guides for path, _ in nearest], args.mode, args.seed)
-    stage_targets = blend(mixed.to(clip.device), embedding, 1 - args.path_weight)
+    stage_targets = auto_targets(clip, [path for path, _ in nearest], embedding, args.mode, args.path_weight,
+                                 args.seed)
     recipe["stages"] = stage_targets.shape[0]
     output = make_output(args, f"auto-{args.mode}", target_label(args.prompt), clip, recipe,
                          {"paths": json.dumps([path.prompt for path, _ in nearest])})
@@ -232,6 +232,42 @@ def auto_microwave_job(args: argparse.Namespace) -> None:
         file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), args.seed, output,
                                args.quiet, tracker)
     print(f"saved {file}")
+
+
+# How auto_microwave turns the nearest paths into stage targets for a new prompt, and the default weight
+# of the paths in it (--path-weight).
+AUTO_MODES = {
+    "transfer": ("each path's offset from its own prompt (stage minus prompt embedding), averaged and added "
+                 "to the new prompt: what baking changed, without the neighbours' content", 1.0),
+    "mean": ("per-stage mean of the paths, mixed with the new prompt", 0.3),
+    "splice": ("each stage from one path at random, mixed with the new prompt", 0.3),
+}
+
+
+def auto_targets(clip: Clip, paths: list, embedding: torch.Tensor, mode: str = "transfer",
+                 path_weight: float | None = None, seed: int = 0) -> torch.Tensor:
+    """Stage targets [S, D] for a prompt embedding [D] from baked paths (core.store.BakedPath) of other prompts.
+
+    `transfer` (default; measured best, see the README): unit(prompt + w * mean_k(path_k - prompt_k)).
+    `mean` / `splice`: (1 - w) * prompt + w * mix of the paths. `w` = `path_weight` or the mode's default.
+    """
+    if mode not in AUTO_MODES:
+        raise UserError(f"unknown mode '{mode}' (use {', '.join(AUTO_MODES)})")
+    weight = AUTO_MODES[mode][1] if path_weight is None else path_weight
+    embedding = torch.nn.functional.normalize(embedding.float(), dim=-1)
+    if mode == "transfer":
+        stages = min(path.stages for path in paths)
+        offsets = []
+        for path in paths:
+            own = path.prompt_embedding
+            if own is None:  # legacy paths store no embedding: encode their prompt
+                own = clip.encode_text([path.prompt], truncate=True)[0]
+            own = torch.nn.functional.normalize(own.float().to(embedding.device), dim=-1)
+            guides = torch.nn.functional.normalize(path.guides[:stages].float().to(embedding.device), dim=-1)
+            offsets.append(guides - own)
+        return torch.nn.functional.normalize(embedding + weight * torch.stack(offsets).mean(dim=0), dim=-1)
+    mixed = mix_paths([path.guides for path in paths], mode, seed)
+    return blend(mixed.to(embedding.device), embedding, 1 - weight)
 
 
 def mix_paths(guides: list[torch.Tensor], mode: str, seed: int) -> torch.Tensor:
@@ -259,7 +295,8 @@ def evaluate_job(args: argparse.Namespace) -> None:
     judge = load_clip(args.judge, args.device)
     if judge.name == clip.name:
         raise UserError(f"the judge must be another model than the guide ({clip.name})")
-    if getattr(args, "critic", "") and load_clip(args.critic, "cpu").name == judge.name:
+    critic = resolve_critic(getattr(args, "critic", "none"), clip.name)
+    if critic and load_clip(critic, "cpu").name == judge.name:
         raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     recipe = resolve_recipe(args)
@@ -278,7 +315,8 @@ def evaluate_job(args: argparse.Namespace) -> None:
             raise UserError(f"could not bake {summary.failed[0][0]!r}: {summary.failed[0][1]}")
     out_dir = _unique_dir(Path(args.out), "evaluation")
     evaluation = evaluate(clip, judge, prompts, RenderSettings.from_recipe(recipe), recipe["stages"], args.store,
-                          args.seeds, methods, out_dir, k=args.k, path_weight=args.path_weight, quiet=args.quiet)
+                          args.seeds, methods, out_dir, k=args.k, path_weight=args.path_weight, quiet=args.quiet,
+                          auto_mode=args.auto_mode)
     print(evaluation.summary_markdown())
     print(f"images, results.csv and index.html in {out_dir}")
 

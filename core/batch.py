@@ -18,7 +18,7 @@ from core.app import IMAGE_SUFFIXES, tracker_for, bake_settings, encode_target, 
 from core.anchors import prompt_anchors
 from core.bake import NEEDS_ANCHORS, BakeSettings, Critic, bake_prompts
 from core.errors import UserError
-from core.models import Clip, load_clip
+from core.models import Clip, load_clip, resolve_critic
 from core.render import RenderSettings, random_pixels, replay, to_image
 
 
@@ -131,7 +131,8 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
     settings = RenderSettings.from_recipe(recipe)
     meta = bake_settings(recipe, args)
     recipe.update(stages=meta.stages, meta_steps=meta.meta_steps)
-    critic_clip = load_clip(meta.critic, args.device) if meta.critic else None
+    critic_name = resolve_critic(meta.critic, clip.name)
+    critic_clip = load_clip(critic_name, args.device) if critic_name else None
     overwrite = getattr(args, "overwrite", False)
     baked, skipped, failed = [], [], []
     todo: list[tuple[int, str, torch.Tensor]] = []  # (position in prompts, prompt, embedding)

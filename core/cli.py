@@ -99,8 +99,10 @@ def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--meta-views", type=int, default=defaults.meta_views,
                        help="score the final image on this many augmented views while baking (0 = the image itself)")
     group.add_argument("--critic", default=defaults.critic,
-                       help="a model that also scores the final images while baking (e.g. scenes-critic; '' = "
-                            "the guide alone); never the judge of evaluate.py")
+                       help="the model that scores the final images while baking, so paths are rewarded for "
+                            "images another model recognises too: auto (scenes-critic for the scenes models, "
+                            "RN50 for OpenAI ones), a model name, or none (the guide alone); never the judge "
+                            "of evaluate.py")
     group.add_argument("--critic-weight", type=float, default=defaults.critic_weight,
                        help="the critic's share of the meta-loss (1 = the critic alone)")
     group.add_argument("--anchor-lr", type=float, default=defaults.anchor_lr,

@@ -22,7 +22,7 @@ import torch
 
 from core.bake import derive_seed, initial_guides
 from core.models import Clip
-from core.render import ProgressReporter, RenderSettings, blend, random_pixels, replay, to_image
+from core.render import ProgressReporter, RenderSettings, random_pixels, replay, to_image
 
 METHODS = ("normal", "microwave", "auto")
 EVAL_SEED_BASE = 1_000_000  # evaluation starts never coincide with the seeds a bake uses
@@ -139,7 +139,8 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
 # --- rendering every method --------------------------------------------------------------------------
 
 def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torch.Tensor, stages: int,
-                   store: str, k: int = 2, path_weight: float = 0.3) -> torch.Tensor:
+                   store: str, k: int = 2, path_weight: float | None = None,
+                   auto_mode: str = "transfer") -> torch.Tensor:
     """Stage targets [P, S, D] of a method for each prompt."""
     from core.store import find_path, load_path, nearest_paths
 
@@ -149,14 +150,13 @@ def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torc
         paths = [load_path(find_path(store, prompt)) for prompt in prompts]
         return torch.stack([path.guides for path in paths]).to(clip.device)
     if method == "auto":
-        from core.app import mix_paths
+        from core.app import auto_targets
 
         targets = []
         for prompt, embedding in zip(prompts, embeddings):
             nearest = nearest_paths(store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
                                     embedding.cpu(), k, exclude_prompts=[prompt])
-            mixed = mix_paths([path.guides for path, _ in nearest], "mean", 0)
-            targets.append(blend(mixed.to(clip.device), embedding, 1 - path_weight))
+            targets.append(auto_targets(clip, [path for path, _ in nearest], embedding, auto_mode, path_weight))
         return torch.stack(targets)
     raise ValueError(f"unknown method {method!r}")
 
@@ -176,8 +176,8 @@ def render_batch(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettin
 
 
 def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettings, stages: int, store: str,
-             seeds: int, methods: list[str], out_dir: Path, k: int = 2, path_weight: float = 0.3,
-             quiet: bool = False) -> Evaluation:
+             seeds: int, methods: list[str], out_dir: Path, k: int = 2, path_weight: float | None = None,
+             quiet: bool = False, auto_mode: str = "transfer") -> Evaluation:
     """Render prompts x seeds with each method (one batch per method), score, save images + CSV + HTML."""
     from core.images import save_png
     from core.report import write_comparison_page
@@ -189,7 +189,7 @@ def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettin
     pages: dict[tuple[str, int], dict] = {}
     for method in methods:
         began = time.monotonic()
-        targets = method_targets(method, clip, prompts, embeddings, stages, store, k, path_weight)
+        targets = method_targets(method, clip, prompts, embeddings, stages, store, k, path_weight, auto_mode)
         batch_targets = targets.repeat_interleave(seeds, dim=0)
         batch = [(prompt, seed) for prompt in prompts for seed in range(seeds)]
         batch_prompts = [prompt for prompt, _ in batch]

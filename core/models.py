@@ -195,6 +195,37 @@ def resolve_auto() -> str:
     return SCENES_NAME
 
 
+NO_CRITIC = ("", "none")
+SCENES_CRITIC = "scenes-critic"
+OPENAI_CRITICS = ("RN50", "ViT-B/16")  # the first that is not the guide itself
+
+
+def resolve_critic(critic: str, guide_name: str) -> str:
+    """The model that scores a bake's final images (see core.bake.Critic); "" for the guide alone.
+
+    `auto`: `scenes-critic` for a shipped scenes guide, another OpenAI CLIP (RN50) for an OpenAI guide
+    when its weights are cached or reachable, otherwise none (with a notice). A bake scored by the guide
+    alone learns to fool the guide (measured; see the README), so `auto` is the default.
+    """
+    from core.scenes_clip import SHIPPED
+
+    if critic in NO_CRITIC:
+        return ""
+    if critic != AUTO_NAME:
+        if critic == guide_name:
+            raise UserError(f"the critic must be another model than the guide ({guide_name})")
+        return critic
+    if guide_name in SHIPPED:
+        return SCENES_CRITIC if guide_name != SCENES_CRITIC else SCENES_NAME
+    if guide_name in _clip_package().available_models():
+        name = next(name for name in OPENAI_CRITICS if name != guide_name)
+        if _openai_cache_file(name).exists() or _download_reachable(name):
+            return name
+        print(f"notice: the critic {name} is not cached and cannot be downloaded; baking with the guide alone",
+              file=sys.stderr)
+    return ""  # tiny models and weight files: no natural second model
+
+
 def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto", compile: bool = False) -> Clip:
     """Load a frozen CLIP by name (`auto`, `tiny`, shipped, OpenAI names) or from a local weights file.
 

@@ -92,3 +92,20 @@ def test_cuda_encode_under_bf16_autocast():
         embeddings = clip.encode_images(pixels)
     embeddings.float().sum().backward()
     assert embeddings.dtype == torch.float32 and pixels.grad.abs().sum() > 0
+
+
+def test_critic_resolution(monkeypatch, tmp_path, capsys):
+    assert models.resolve_critic("auto", "scenes") == "scenes-critic"
+    assert models.resolve_critic("auto", "scenes-critic") == "scenes"  # never its own critic
+    assert models.resolve_critic("auto", "tiny") == ""  # nothing natural to pair with a test model
+    assert models.resolve_critic("none", "scenes") == "" and models.resolve_critic("", "scenes") == ""
+    assert models.resolve_critic("scenes-judge", "scenes") == "scenes-judge"
+    with pytest.raises(UserError, match="another model"):
+        models.resolve_critic("scenes", "scenes")
+    monkeypatch.setenv("HOME", str(tmp_path))  # nothing cached, nothing reachable: the guide alone, said once
+    monkeypatch.setattr(models, "_download_reachable", lambda name, timeout=3.0: False)
+    assert models.resolve_critic("auto", "ViT-B/32") == ""
+    assert "RN50" in capsys.readouterr().err
+    monkeypatch.setattr(models, "_download_reachable", lambda name, timeout=3.0: True)
+    assert models.resolve_critic("auto", "ViT-B/32") == "RN50"
+    assert models.resolve_critic("auto", "RN50") == "ViT-B/16"
