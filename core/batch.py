@@ -131,8 +131,8 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
     settings = RenderSettings.from_recipe(recipe)
     meta = bake_settings(recipe, args)
     recipe.update(stages=meta.stages, meta_steps=meta.meta_steps)
-    critic_name = resolve_critic(meta.critic, clip.name)
-    critic_clip = load_clip(critic_name, args.device) if critic_name else None
+    meta.critic = resolve_critic(meta.critic, clip.name)  # path files record the model that scored
+    critic_clip = load_clip(meta.critic, args.device) if meta.critic else None
     overwrite = getattr(args, "overwrite", False)
     baked, skipped, failed = [], [], []
     todo: list[tuple[int, str, torch.Tensor]] = []  # (position in prompts, prompt, embedding)
@@ -278,7 +278,8 @@ def bake_log_line(prompt: str, result, index: int, file: Path, settings: RenderS
     change = (baked - normal) / normal * 100 if normal else 0.0
     steps = meta.stages * settings.steps_per_stage
     return (f"baked '{target_label(prompt)}' -> {file}\n"
-            f"  final loss on {meta.eval_starts} held-out starts: baked path {baked:.4f} vs normal run "
+            f"  final loss by {f'the critic {meta.critic}' if meta.critic else 'the guide'} on "
+            f"{meta.eval_starts} held-out starts: baked path {baked:.4f} vs normal run "
             f"{normal:.4f} (same {steps} steps): {verdict} ({change:+.1f}%)")
 
 
