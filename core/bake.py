@@ -2,7 +2,8 @@
 
 A *path* is one guide embedding per stage ([S, D]). One meta-step draws fresh random pixels, replays
 the stages (`core.render.replay`) and scores the final image by its spherical distance to the prompt
-embedding (the meta-loss). The meta-optimisers in `META_OPTIMIZERS` turn that score into better
+embedding (the meta-loss), as seen by a `Critic` model other than the guide (by default; the guide's own
+score teaches paths to fool the guide). The meta-optimisers in `META_OPTIMIZERS` turn that score into better
 guides; all of them work on a batch of P prompts at once (guides [P, S, D]).
 
 Seeds: every prompt has its own seed, from which its random starts are derived; augmentations are
