@@ -159,3 +159,37 @@ def test_evolutionary_bakes_stay_in_trust_region_and_log_their_curve(tiny_clip, 
     assert len(points) == 2 * 3  # a generation of each prompt's search
     assert len(result.curve) == 3 and len(result.curve[0]["meta_loss"]) == 2
     assert result.metrics(0)["meta"]["meta"] == meta
+
+
+def test_bf16_autocast_runs_every_meta_optimiser(tiny_clip, monkeypatch):
+    """CUDA runs CLIP under bf16 autocast: the same on CPU checks that no step mixes dtypes.
+
+    Every meta-optimiser (a critic and augmented meta-views included) bakes float32 guides that move, and
+    a bf16 replay ends near the fp32 one (bf16 keeps 8 bits of mantissa; Adam's normalised steps turn
+    rounding of tiny gradients into whole steps on a few pixels, so the mean difference is compared).
+    """
+    from core import render
+    from core.anchors import prompt_anchors
+    from core.bake import META_OPTIMIZERS, Critic
+    from core.models import load_clip
+
+    prompts = ["a red circle", "a blue square"]
+    embeddings = tiny_clip.encode_text(prompts)
+    settings = RenderSettings(size=32, steps_per_stage=2, cutn=2)
+    start = random_pixels([0, 1], 32, tiny_clip.device)
+    full = replay(tiny_clip, initial_guides(embeddings, 2), settings, start)
+    monkeypatch.setattr(render, "autocast_for", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    half = replay(tiny_clip, initial_guides(embeddings, 2), settings, start)
+    assert half.dtype == torch.float32
+    assert (half - full).abs().mean() < 0.01, (half - full).abs().mean()
+
+    other = load_clip("tiny", "cpu")  # a second model as the critic (same weights; only dtypes matter here)
+    critic = Critic(other, other.encode_text(prompts), weight=0.5)
+    anchors = prompt_anchors(tiny_clip, prompts, 2)
+    for meta in META_OPTIMIZERS:
+        bake = BakeSettings(stages=2, meta_steps=2, meta=meta, meta_lr=0.01, population=4, meta_views=2,
+                            eval_starts=1)
+        result = bake_prompts(tiny_clip, embeddings, settings, bake, seeds=[0, 1], critic=critic, anchors=anchors)
+        assert result.guides.dtype == torch.float32, meta
+        assert torch.isfinite(result.guides).all() and torch.isfinite(result.baked_loss).all(), meta
+        assert not torch.allclose(result.guides, initial_guides(embeddings, 2)), meta
