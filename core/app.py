@@ -15,7 +15,7 @@ import torch
 from core.bake import BakeSettings
 from core.cli import recipe_overrides
 from core.errors import UserError
-from core.models import Clip, load_clip, resolve_critic
+from core.models import Clip, load_clip, model_name, resolve_critic
 from core.render import ProgressReporter, RenderSettings, blend, from_image, random_pixels, replay, to_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -296,7 +296,7 @@ def evaluate_job(args: argparse.Namespace) -> None:
     if judge.name == clip.name:
         raise UserError(f"the judge must be another model than the guide ({clip.name})")
     critic = resolve_critic(getattr(args, "critic", "none"), clip.name)
-    if critic and load_clip(critic, "cpu").name == judge.name:
+    if critic and model_name(critic) == judge.name:  # compared by name: no need to load the critic twice
         raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     recipe = resolve_recipe(args)

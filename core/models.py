@@ -237,6 +237,16 @@ def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto", compil
     return clip
 
 
+def model_name(name: str) -> str:
+    """The name `load_clip(name)` gives its model, without loading it: a weights file by its file name."""
+    from core.scenes_clip import SHIPPED
+
+    if name in (AUTO_NAME, TINY_NAME, *SHIPPED) or name in _clip_package().available_models():
+        return name
+    path = Path(name)
+    return path.name if path.is_file() else name
+
+
 def _load(name: str, device: str | torch.device) -> Clip:
     from core.scenes_clip import SHIPPED, load_scenes_clip
 
@@ -252,6 +262,6 @@ def _load(name: str, device: str | torch.device) -> Clip:
     path = Path(name)
     if path.is_file():
         if _is_scenes_file(path):
-            return _wrap(load_scenes_clip(str(path), "cpu"), path.name, device)
-        return _wrap(_load_openai(str(path), device), path.name, device)
+            return _wrap(load_scenes_clip(str(path), "cpu"), model_name(name), device)
+        return _wrap(_load_openai(str(path), device), model_name(name), device)
     raise UserError(f"unknown model '{name}': use a file path or one of {', '.join(available_model_names())}")

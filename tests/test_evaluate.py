@@ -75,6 +75,20 @@ def test_judge_must_differ(tmp_path):
     assert result.returncode == 2 and "judge" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_judge_must_not_be_the_critic(tmp_path):
+    """The critic is compared with the judge by name, a weights file by its file name."""
+    from core.models import model_name
+    from core.scenes_clip import SHIPPED
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    result = run_script("evaluate.py", str(prompts), "--model", "scenes", "--judge", "scenes-judge", "--critic",
+                        "scenes-judge", "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert result.returncode == 2 and "critic" in result.stderr and "Traceback" not in result.stderr
+    assert model_name(str(SHIPPED["scenes-judge"])) == "scenes-judge.pt"
+    assert model_name("scenes-judge") == "scenes-judge" and model_name("ViT-B/16") == "ViT-B/16"
+
+
 def test_evaluation_starts_are_distinct_per_prompt_and_stable():
     from core.evaluate import EVAL_SEED_BASE, start_seed
 
