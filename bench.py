@@ -4,12 +4,15 @@
 Measures, in one run: CLIP image forward+backward w.r.t. the input at a large batch (the ceiling,
 images/s), the inner loop `core.render.replay` on P prompts at once (prompt-steps/s, for every P of
 --prompts that fits in memory) and the original loop shape (batch 1, fp32, a new AdamW each stage, one
-cutout); prints a markdown table of the figures and their ratios.
+cutout) and, on a GPU, a bake at the default recipe with its meta-gradient and critic (a random-init
+RN50 for the ViT-B/32 guide), in prompts an hour; prints a markdown table of the figures and their ratios.
 
   python bench.py                                          # ViT-B/32 (random init) on the GPU
+  python bench.py --compile                                # the same with the encoder compiled
   python bench.py --device cpu --prompts 1,8 --cutn 2 --steps 4 --threads 2
 """
 from core import bench, cli
+from core.bake import BakeSettings
 
 
 def main() -> None:
@@ -24,6 +27,15 @@ def main() -> None:
                         help="batch of the ceiling measurement (default 512 on CUDA, 16 on CPU)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each measurement; the best counts")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    defaults = BakeSettings()
+    group = parser.add_argument_group("the bake measurement (default recipe, meta-gradient included)")
+    group.add_argument("--bake-prompts", type=bench.bake_prompts_arg, default="auto",
+                       help=f"prompts baked at once: auto (what fits on CUDA, at most {bench.BAKE_AUTO_LIMIT}; "
+                            "skipped on CPU), a number, or 0 to skip")
+    group.add_argument("--stages", type=int, default=defaults.stages, help="guides in the baked path")
+    group.add_argument("--steps-per-stage", type=int, default=30, help="inner steps per stage of the bake")
+    group.add_argument("--critic", default=defaults.critic,
+                       help="the bake's critic: auto (random-init RN50 for vit-b-32), a model name, or none")
     args = parser.parse_args()
     cli.run(lambda: bench.bench_job(args))
 

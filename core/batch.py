@@ -152,7 +152,8 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
             for name in names:
                 queue.release(target_label(name))
 
-    size = workers.resolve_batch_size(batch_size, clip, settings, meta, len(todo), log) if todo else 1
+    size = workers.resolve_batch_size(batch_size, clip, settings, meta, len(todo), log,
+                                       critic_clip) if todo else 1
     if queue is None:
         batches = (todo[first:first + size] for first in range(0, len(todo), size))
     else:
@@ -180,7 +181,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                 continue
             if out_of_memory:
                 release(names)
-                raise UserError(workers.oom_message(len(batch), clip, settings, meta))
+                raise UserError(workers.oom_message(len(batch), clip, settings, meta, critic_clip))
             for index, prompt in enumerate(names):
                 if queue is not None and not queue.holds(target_label(prompt)):
                     log(f"not saving '{target_label(prompt)}': its claim expired and another worker took it")

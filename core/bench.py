@@ -1,17 +1,19 @@
 """The benchmark: how close the inner loop comes to the hardware's ceiling, and to the original tool.
 
-Three measurements in one run, each the best of `repeats` timed runs after a short warm-up:
+Four measurements in one run, each the best of `repeats` timed runs after a short warm-up:
 
 - the *ceiling*: CLIP's image encoder forward + backward w.r.t. its input (frozen weights) on a large
   batch, in images/s (bf16 autocast on CUDA, as the renderer uses);
 - the project's inner loop, `core.render.replay`, on P prompts at once, in prompt-steps/s (P prompts
   advanced by one step = P prompt-steps; each step shows CLIP `cutn` views of every prompt);
-- the original loop's shape: one prompt, fp32, a new `torch.optim.AdamW` every stage, one cutout a step.
+- the original loop's shape: one prompt, fp32, a new `torch.optim.AdamW` every stage, one cutout a step;
+- a bake at the default recipe (meta-gradient and critic included) of P prompts, timed over a few
+  meta-steps and its held-out comparison, as prompts an hour of a full bake (`bake_rate`).
 
 Ratios: best P against the ceiling as (prompt-steps/s · cutn) / (images/s), the share of the
 ceiling's CLIP throughput the loop gets (the rest goes to augmentations, the loss and Adam); best P
 against the original as a plain speed-up. The default model is a random-init ViT-B/32 (same compute
-as OpenAI's, no download).
+as OpenAI's, no download), and the bake's critic a random-init RN50, the critic `--critic auto` gives it.
 """
 from __future__ import annotations
 
@@ -25,23 +27,38 @@ from core.models import Clip
 from core.render import Pipeline, RenderSettings, autocast_for, random_pixels, replay, to_image
 
 VIT_B_32 = "vit-b-32"
+RN50 = "rn50"
+# clip.model.CLIP's arguments up to the text tower (embed dim, resolution, vision layers, width, patch),
+# as in OpenAI's ViT-B/32 and RN50; the text tower is the same for both
+ARCHITECTURES = {VIT_B_32: (512, 224, 12, 768, 32), RN50: (1024, 224, (3, 4, 6, 3), 64, None)}
+BAKE_AUTO_LIMIT = 64  # `--bake-prompts auto`: at most this many, so the bake is timed in minutes
 STEPS_PER_STAGE = 10  # stage length of every measured loop (the original made a new AdamW each stage)
 
 
 def bench_clip(name: str, device: str | torch.device = "auto") -> Clip:
-    """The model to measure: `vit-b-32` (random init, ViT-B/32 architecture) or any `load_clip` name."""
-    from core.models import load_clip, resolve_device
+    """The model to measure: `vit-b-32` or `rn50` (random init, OpenAI's architecture; same compute, no
+    download) or any `load_clip` name."""
+    from core.models import _clip_package, load_clip, resolve_device
 
-    if name != VIT_B_32:
+    if name not in ARCHITECTURES:
         return load_clip(name, device)
-    import clip
-
     device = device if isinstance(device, torch.device) else resolve_device(device)
+    embed_dim, image_size, *vision = ARCHITECTURES[name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = clip.model.CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12)
+        model = _clip_package().model.CLIP(embed_dim, image_size, *vision, 77, 49408, 512, 8, 12)
     model = model.float().to(device).eval().requires_grad_(False)
-    return Clip(model=model, name=VIT_B_32, embed_dim=512, image_size=224, device=device)
+    return Clip(model=model, name=name, embed_dim=embed_dim, image_size=image_size, device=device)
+
+
+def bench_critic(name: str, guide: Clip) -> Clip | None:
+    """The bake's critic: `auto` is RN50 (random init) for the ViT-B/32 guide, else what a bake would use."""
+    from core.models import resolve_critic
+
+    if name == "auto" and guide.name == VIT_B_32:
+        name = RN50
+    name = resolve_critic(name, guide.name)
+    return bench_clip(name, guide.device) if name else None
 
 
 def _synchronize(device: torch.device) -> None:
@@ -69,7 +86,7 @@ def ceiling_rate(clip: Clip, batch: int, repeats: int = 1) -> float:
     def run() -> None:
         inputs = images.clone().requires_grad_(True)
         with autocast_for(clip.device):
-            embeddings = clip.encode_images(inputs)
+            embeddings = clip.encode_images_fast(inputs)  # compiled when the loop is (`--compile`)
         torch.autograd.grad(embeddings.float().square().sum(), inputs)
 
     run()  # warm-up: kernels, allocator
@@ -143,6 +160,65 @@ def original_rate(clip: Clip, settings: RenderSettings, steps: int, repeats: int
 
 
 @dataclass
+class BakeRate:
+    """How fast a full bake of `prompts` prompts runs, from a steady meta-step and the bake's fixed part."""
+
+    prompts: int
+    meta_steps: int  # of the full bake the rate is for
+    meta_step_seconds: float  # one meta-step of all P prompts, after the first (warm-up)
+    fixed_seconds: float  # the held-out comparison with a normal run, once a bake
+    inner_steps: int  # prompt-steps a meta-step: P x starts x stages x steps a stage
+    critic: str
+
+    def seconds(self) -> float:
+        """Seconds of a full bake of the P prompts."""
+        return self.fixed_seconds + self.meta_steps * self.meta_step_seconds
+
+    def per_hour(self) -> float:
+        """Prompts baked an hour, at this P."""
+        return self.prompts * 3600 / self.seconds()
+
+    def prompt_steps_per_second(self) -> float:
+        """Inner prompt-steps/s while meta-stepping (meta-gradient and critic included)."""
+        return self.inner_steps / self.meta_step_seconds
+
+
+def bake_rate(clip: Clip, critic_clip: Clip | None, prompts: int, settings: RenderSettings, bake,
+              measured_steps: int = 3) -> BakeRate:
+    """Time a bake of `prompts` prompts (random embeddings) for `measured_steps` meta-steps.
+
+    The fastest meta-step after the first (kernels, allocator and compilation warm up in it) stands for
+    every meta-step of a full bake; the held-out comparison after the last meta-step is timed as it is.
+    """
+    from core.bake import Critic, bake_prompts
+
+    def unit(count: int, dim: int, seed: int) -> torch.Tensor:
+        embeddings = torch.randn(count, dim, generator=torch.Generator().manual_seed(seed))
+        return torch.nn.functional.normalize(embeddings, dim=-1).to(clip.device)
+
+    critic = None
+    if critic_clip is not None:
+        critic = Critic(critic_clip, unit(prompts, critic_clip.embed_dim, 2), bake.critic_weight)
+    marks: list[float] = []
+
+    def on_meta_step(step: int, point: dict) -> None:
+        _synchronize(clip.device)
+        marks.append(time.perf_counter())
+
+    measured = replace(bake, meta_steps=max(2, measured_steps))
+    _synchronize(clip.device)
+    began = time.perf_counter()
+    bake_prompts(clip, unit(prompts, clip.embed_dim, 1), settings, measured, list(range(prompts)),
+                 on_meta_step=on_meta_step, critic=critic)
+    _synchronize(clip.device)
+    ended = time.perf_counter()
+    steady = min(later - earlier for earlier, later in zip(marks, marks[1:]))
+    inner_steps = prompts * max(1, bake.starts) * bake.stages * settings.steps_per_stage
+    return BakeRate(prompts, bake.meta_steps, steady, ended - marks[-1], inner_steps,
+                    critic_clip.name if critic_clip is not None else "none")
+
+
+@dataclass
 class BenchResult:
     """The figures of one benchmark run (rates: prompt-steps/s by P, None where P did not fit)."""
 
@@ -156,6 +232,8 @@ class BenchResult:
     ceiling: float
     original: float
     rates: dict[int, float | None] = field(default_factory=dict)
+    bake: BakeRate | None = None
+    bake_recipe: str = ""  # the bake's settings, in words
 
     def best(self) -> tuple[int, float] | None:
         """(P, prompt-steps/s) of the fastest P that fitted."""
@@ -177,6 +255,11 @@ class BenchResult:
             figure = "out of memory" if rate is None else f"{rate:,.1f} prompt-steps/s"
             lines.append(f"| inner loop `core.render.replay` | P={prompts}, {precision}, {self.cutn} views | {figure} |")
         lines.append(f"| original loop shape | batch 1, fp32, new AdamW a stage, 1 cutout | {self.original:,.1f} steps/s |")
+        if self.bake is not None:
+            lines.append(f"| bake, meta-gradient included, critic {self.bake.critic} | P={self.bake.prompts}, "
+                         f"{self.bake_recipe} | {self.bake.per_hour():,.1f} prompts/hour "
+                         f"({self.bake.meta_step_seconds:.2f} s a meta-step, {self.bake.fixed_seconds:.1f} s "
+                         f"held-out comparison) |")
         best = self.best()
         if best is not None:
             prompts, rate = best
@@ -188,13 +271,29 @@ class BenchResult:
             if self.rates.get(8) and self.rates.get(1):
                 lines.append(f"| P=8 / P=1 (a batch of 8 vs 8 sequential runs; CPU target ≥ 1.6×) | "
                              f"{self.rates[8] / self.rates[1]:.2f}× |")
+        if self.bake is not None:
+            rate = self.bake.prompt_steps_per_second()
+            lines += [f"| bake's inner steps / ceiling, meta-gradient and critic included | {rate:,.1f} × "
+                      f"{self.cutn} = {rate * self.cutn:,.1f} images/s = {rate * self.cutn / self.ceiling:.2f} "
+                      f"of the ceiling |",
+                      f"| bake at the ceiling: the guide's inner passes alone, nothing else | "
+                      f"{self.ceiling * 3600 * self.bake.prompts / (self.cutn * self.bake.inner_steps * self.bake.meta_steps):,.1f} "
+                      f"prompts/hour |"]
+            if self.device.startswith("cuda"):
+                lines.append(f"| bake / target of 300 prompts an hour (one H100) | {self.bake.per_hour() / 300:.2f} |")
         return "\n".join(lines)
 
 
 def run_bench(model: str, device: str, prompts: list[int], size: int, cutn: int, steps: int,
-              ceiling_batch: int, repeats: int = 1, log: Callable[[str], None] = print) -> BenchResult:
-    """Measure the ceiling, the inner loop at every P of `prompts` (as memory allows) and the original."""
+              ceiling_batch: int, repeats: int = 1, log: Callable[[str], None] = print,
+              compile: bool = False, bake_prompts: int | str = 0, bake=None, critic: str = "auto",
+              steps_per_stage: int = 30) -> BenchResult:
+    """Measure the ceiling, the inner loop at every P of `prompts` (as memory allows) and the original;
+    with `bake_prompts` (a number, or `auto`: what fits on CUDA, at most `BAKE_AUTO_LIMIT`), also a bake
+    of that many prompts at `bake` (core.bake.BakeSettings) and `steps_per_stage`."""
     clip = bench_clip(model, device)
+    if compile:
+        clip.compile_encoder()
     settings = RenderSettings(size=size, cutn=cutn)
     log(f"ceiling: batch {ceiling_batch} ...")
     ceiling = ceiling_rate(clip, ceiling_batch, repeats)
@@ -210,8 +309,26 @@ def run_bench(model: str, device: str, prompts: list[int], size: int, cutn: int,
             torch.cuda.empty_cache()
     log("original loop shape ...")
     original = original_rate(clip, settings, steps, repeats)
-    return BenchResult(str(clip.device), clip.name, size, cutn, steps, torch.get_num_threads(), ceiling_batch,
-                       ceiling, original, rates)
+    result = BenchResult(str(clip.device), clip.name, size, cutn, steps, torch.get_num_threads(), ceiling_batch,
+                         ceiling, original, rates)
+    if bake_prompts and bake is not None:
+        from core import workers
+
+        critic_clip = bench_critic(critic, clip)
+        bake_settings = replace(settings, steps_per_stage=steps_per_stage)
+        count = bake_prompts
+        if count == workers.AUTO:
+            count = workers.resolve_batch_size(count, clip, bake_settings, bake, BAKE_AUTO_LIMIT, log, critic_clip)
+        log(f"bake: P={count}, {bake.stages} stages x {steps_per_stage} steps ...")
+        result.bake = bake_rate(clip, critic_clip, count, bake_settings, bake)
+        result.bake_recipe = (f"{bake.stages}×{steps_per_stage} steps, {bake.meta_steps} meta-steps, "
+                              f"{bake.starts} starts, unroll {bake.unroll}, {precision_of(clip.device)}")
+    return result
+
+
+def precision_of(device: torch.device) -> str:
+    """What the renderer computes CLIP in on `device` (see `core.render.autocast_for`)."""
+    return "bf16 autocast" if device.type == "cuda" else "fp32"
 
 
 def counts_arg(text: str) -> list[int]:
@@ -227,8 +344,20 @@ def counts_arg(text: str) -> list[int]:
     return values
 
 
+def bake_prompts_arg(text: str) -> int | str:
+    """argparse type of `--bake-prompts`: `auto`, or a number of prompts (0 skips the bake)."""
+    import argparse
+
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts, got '{text}'")
+    return int(text)
+
+
 def bench_job(args) -> None:
     """bench.py: run the benchmark on the command line's settings and print the markdown table."""
+    from core.bake import BakeSettings
     from core.models import resolve_device
 
     if args.threads:
@@ -236,5 +365,12 @@ def bench_job(args) -> None:
     device = resolve_device(args.device)
     batch = args.ceiling_batch or (512 if device.type == "cuda" else 16)
     log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    result = run_bench(args.model, device, args.prompts, args.size, args.cutn, args.steps, batch, args.repeats, log)
+    bake_prompts = args.bake_prompts
+    if bake_prompts == "auto" and device.type != "cuda":
+        log("bake: skipped on CPU (a default bake of ViT-B/32 takes hours there; use --bake-prompts N)")
+        bake_prompts = 0
+    bake = BakeSettings(stages=args.stages)
+    result = run_bench(args.model, device, args.prompts, args.size, args.cutn, args.steps, batch, args.repeats, log,
+                       compile=args.compile, bake_prompts=bake_prompts, bake=bake, critic=args.critic,
+                       steps_per_stage=args.steps_per_stage)
     print(result.markdown())

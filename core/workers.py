@@ -61,25 +61,27 @@ class MemoryEstimate:
 _MEASURED: dict[tuple, MemoryEstimate] = {}  # per process: a Ray worker bakes many batches alike
 
 
-def measure_batch_size(clip, settings, meta) -> MemoryEstimate | None:
+def measure_batch_size(clip, settings, meta, critic_clip=None) -> MemoryEstimate | None:
     """How many prompts fit in one bake on the model's CUDA device (None on CPU: nothing to measure).
 
     Runs a probe bake at P = 1 and 2 and extrapolates peak memory linearly; `fits` is 0 when even one
     prompt does not fit. The probe has the run's shapes (size, views, stages, unroll, starts, held-out
-    starts) but one meta-step and only `unroll` steps a stage: the other steps keep no autograd graph,
-    so they add time, not memory.
+    starts, the critic's model when the bake has one) but one meta-step and only `unroll` steps a stage:
+    the other steps keep no autograd graph, so they add time, not memory.
     """
-    from core.bake import bake_prompts
+    from core.bake import Critic, bake_prompts
 
     device = clip.device
     if device.type != "cuda":
         return None
-    key = (str(device), clip.name, repr(settings), repr(meta))
+    key = (str(device), clip.name, repr(settings), repr(meta), critic_clip and critic_clip.name)
     if key in _MEASURED:
         return _MEASURED[key]
     probe = replace(meta, meta_steps=1)
     settings = replace(settings, steps_per_stage=max(1, min(settings.steps_per_stage, meta.unroll)))
     embedding = torch.nn.functional.normalize(torch.randn(1, clip.embed_dim, device=device), dim=-1)
+    critic_embedding = None if critic_clip is None else torch.nn.functional.normalize(
+        torch.randn(1, critic_clip.embed_dim, device=critic_clip.device), dim=-1)
     peaks = []
     for prompts in (1, 2):
         torch.cuda.empty_cache()
@@ -87,7 +89,9 @@ def measure_batch_size(clip, settings, meta) -> MemoryEstimate | None:
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         try:
-            bake_prompts(clip, embedding.repeat(prompts, 1), settings, probe, list(range(prompts)))
+            critic = None if critic_clip is None else Critic(critic_clip, critic_embedding.repeat(prompts, 1),
+                                                             meta.critic_weight)
+            bake_prompts(clip, embedding.repeat(prompts, 1), settings, probe, list(range(prompts)), critic=critic)
         except torch.cuda.OutOfMemoryError:
             peaks.append(math.inf)  # memory is freed below, outside the handler that holds the traceback
             break
@@ -106,11 +110,11 @@ def measure_batch_size(clip, settings, meta) -> MemoryEstimate | None:
 
 
 def resolve_batch_size(batch_size: int | str, clip, settings, meta, prompts: int,
-                       log=print) -> int:
+                       log=print, critic_clip=None) -> int:
     """The number of prompts per batched bake: `batch_size`, or for `auto` what fits (at most `prompts`)."""
     if batch_size != AUTO:
         return int(batch_size)
-    estimate = measure_batch_size(clip, settings, meta)
+    estimate = measure_batch_size(clip, settings, meta, critic_clip)
     if estimate is None:
         size = CPU_BATCH_SIZE
         log(f"batch size auto: {size} on {clip.device.type} (the fixed CPU value)")
@@ -123,9 +127,9 @@ def resolve_batch_size(batch_size: int | str, clip, settings, meta, prompts: int
     return max(1, min(size, max(1, prompts)))
 
 
-def oom_message(tried: int, clip, settings, meta) -> str:
+def oom_message(tried: int, clip, settings, meta, critic_clip=None) -> str:
     """The one-line error for a bake of `tried` prompts that ran out of GPU memory, naming a P that fits."""
-    estimate = measure_batch_size(clip, settings, meta)
+    estimate = measure_batch_size(clip, settings, meta, critic_clip)
     where = clip.device
     if estimate is None:
         return f"out of memory baking {tried} prompts at once on {where} (try a smaller --batch-size)"

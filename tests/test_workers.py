@@ -132,7 +132,7 @@ def test_out_of_memory_names_a_batch_size_that_fits(tmp_path, monkeypatch, tiny_
 
     monkeypatch.setattr(batch, "bake_prompts", out_of_memory)
     monkeypatch.setattr(workers, "measure_batch_size",
-                        lambda clip, settings, meta: workers.MemoryEstimate(1e9, 2e9, 10 * 2**30, 3))
+                        lambda clip, settings, meta, critic_clip=None: workers.MemoryEstimate(1e9, 2e9, 10 * 2**30, 3))
     args = bake_args(tmp_path)
     with claims.ClaimQueue(tmp_path, "w", ttl=60) as queue, pytest.raises(UserError) as error:
         batch.bake_many(["a", "b", "c", "d"], args, batch_size=4, queue=queue, clip=tiny_clip, log=lambda line: None)
@@ -154,17 +154,21 @@ def test_gpus_argument():
 
 @pytest.mark.gpu
 def test_auto_batch_size_measured_on_cuda_fits():
-    from core.bake import bake_prompts
+    from core import bench
+    from core.bake import Critic, bake_prompts
     from core.models import load_clip
 
     clip = load_clip("tiny", "cuda")
     settings, meta = RenderSettings(size=32, steps_per_stage=2, cutn=2), BakeSettings(stages=2, meta_steps=1,
                                                                                       eval_starts=1)
-    estimate = workers.measure_batch_size(clip, settings, meta)
-    assert estimate.per_prompt > 0 and estimate.fits >= 2
+    alone = workers.measure_batch_size(clip, settings, meta)
+    critic_clip = bench.bench_clip(bench.RN50, "cuda")  # a bigger critic than the guide, as for ViT-B/32
+    estimate = workers.measure_batch_size(clip, settings, meta, critic_clip)
+    assert estimate.per_prompt > alone.per_prompt > 0 and estimate.fits >= 2
     prompts = min(estimate.fits, 64)
     embeddings = torch.nn.functional.normalize(torch.randn(prompts, clip.embed_dim, device="cuda"), dim=-1)
-    bake_prompts(clip, embeddings, settings, meta, list(range(prompts)))  # no OutOfMemoryError
+    critic = Critic(critic_clip, torch.nn.functional.normalize(torch.randn(prompts, 1024, device="cuda"), dim=-1))
+    bake_prompts(clip, embeddings, settings, meta, list(range(prompts)), critic=critic)  # no OutOfMemoryError
 
 
 # --- worker processes and Ray, through the script ----------------------------------------------------
