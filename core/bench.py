@@ -206,8 +206,6 @@ def bake_rate(clip: Clip, critic_clip: Clip | None, prompts: int, settings: Rend
         marks.append(time.perf_counter())
 
     measured = replace(bake, meta_steps=max(2, measured_steps))
-    _synchronize(clip.device)
-    began = time.perf_counter()
     bake_prompts(clip, unit(prompts, clip.embed_dim, 1), settings, measured, list(range(prompts)),
                  on_meta_step=on_meta_step, critic=critic)
     _synchronize(clip.device)
