@@ -320,7 +320,7 @@ def run_bench(model: str, device: str, prompts: list[int], size: int, cutn: int,
         log(f"bake: P={count}, {bake.stages} stages x {steps_per_stage} steps ...")
         result.bake = bake_rate(clip, critic_clip, count, bake_settings, bake)
         result.bake_recipe = (f"{bake.stages}×{steps_per_stage} steps, {bake.meta_steps} meta-steps, "
-                              f"{bake.starts} starts, unroll {bake.unroll}, {precision_of(clip.device)}")
+                              f"starts {bake.starts}, unroll {bake.unroll}, {precision_of(clip.device)}")
     return result
 
 

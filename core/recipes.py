@@ -32,7 +32,7 @@ RECIPE_PARAMS = (
     Param("range_weight", 1.0, "weight of the penalty on pixels outside [0, 1]", kind="float", minimum=0),
     Param("cutn", 8, "views per image per step", kind="int", minimum=1),
     Param("quantize", 0, "values per channel of the saved image (0: off)", kind="int", minimum=0),
-    Param("meta_steps", 100, "meta-optimisation steps (or generations) of a bake", kind="int", minimum=1),
+    Param("meta_steps", 30, "meta-optimisation steps (or generations) of a bake", kind="int", minimum=1),
     Param("targets", "", "weighted targets added to every prompt, e.g. 'text, words:-0.5 | pixel art:0.5'",
           kind="text"),
     Param("views", copy.deepcopy(DEFAULT_VIEWS), "transform chain (see Transforms)", kind="list"),

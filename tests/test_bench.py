@@ -41,7 +41,7 @@ def test_bench_script_prints_figures_and_ratios():
     assert "| original loop shape |" in table
     for ratio in ("/ ceiling, as prompt-steps/s × cutn per image/s", "/ original |", "P=8 / P=1"):
         assert ratio in table
-    assert ("| bake, meta-gradient included, critic none | P=2, 2×2 steps, 100 meta-steps, 2 starts, unroll 1, "
+    assert ("| bake, meta-gradient included, critic none | P=2, 2×2 steps, 30 meta-steps, starts 1, unroll 1, "
             "fp32 |") in table and " prompts/hour (" in table
     assert "| bake's inner steps / ceiling, meta-gradient and critic included |" in table
     assert "target of 300 prompts an hour" not in table  # a GPU target: not claimed on CPU
@@ -49,7 +49,8 @@ def test_bench_script_prints_figures_and_ratios():
 
 def test_bake_rate_extrapolates_a_full_bake(tiny_clip, one_thread):
     settings = RenderSettings(size=32, steps_per_stage=2, cutn=2)
-    rate = bench.bake_rate(tiny_clip, None, 2, settings, BakeSettings(stages=2, meta_steps=100, eval_starts=1))
+    rate = bench.bake_rate(tiny_clip, None, 2, settings, BakeSettings(stages=2, meta_steps=100, starts=2,
+                                                                      eval_starts=1))
     assert rate.meta_steps == 100 and rate.inner_steps == 2 * 2 * 2 * 2  # P x starts x stages x steps
     assert 0 < rate.meta_step_seconds < 5 and 0 < rate.fixed_seconds < 5
     assert rate.per_hour() == pytest.approx(2 * 3600 / (rate.fixed_seconds + 100 * rate.meta_step_seconds))
