@@ -243,7 +243,7 @@ class BenchResult:
 
     def markdown(self) -> str:
         """The figures and their ratios as markdown tables."""
-        precision = "bf16 autocast" if self.device.startswith("cuda") else "fp32"
+        precision = precision_of(torch.device(self.device))
         lines = [f"device {self.device} ({self.threads} CPU threads), model {self.model}, {self.size} px, "
                  f"cutn {self.cutn}, {self.steps} steps a run, torch {torch.__version__}", "",
                  "| what | setting | figure |", "|---|---|---|",
