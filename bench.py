@@ -13,6 +13,7 @@ RN50 for the ViT-B/32 guide), in prompts an hour; prints a markdown table of the
 """
 from core import bench, cli
 from core.bake import BakeSettings
+from core.render import RenderSettings
 
 
 def main() -> None:
@@ -33,7 +34,8 @@ def main() -> None:
                        help=f"prompts baked at once: auto (what fits on CUDA, at most {bench.BAKE_AUTO_LIMIT}; "
                             "skipped on CPU), a number, or 0 to skip")
     group.add_argument("--stages", type=int, default=defaults.stages, help="guides in the baked path")
-    group.add_argument("--steps-per-stage", type=int, default=30, help="inner steps per stage of the bake")
+    group.add_argument("--steps-per-stage", type=int, default=RenderSettings().steps_per_stage,
+                       help="inner steps per stage of the bake")
     group.add_argument("--critic", default=defaults.critic,
                        help="the bake's critic: auto (random-init RN50 for vit-b-32), a model name, or none")
     args = parser.parse_args()

@@ -192,13 +192,9 @@ def bake_rate(clip: Clip, critic_clip: Clip | None, prompts: int, settings: Rend
     """
     from core.bake import Critic, bake_prompts
 
-    def unit(count: int, dim: int, seed: int) -> torch.Tensor:
-        embeddings = torch.randn(count, dim, generator=torch.Generator().manual_seed(seed))
-        return torch.nn.functional.normalize(embeddings, dim=-1).to(clip.device)
-
     critic = None
     if critic_clip is not None:
-        critic = Critic(critic_clip, unit(prompts, critic_clip.embed_dim, 2), bake.critic_weight)
+        critic = Critic(critic_clip, _targets(critic_clip, prompts, 1)[:, 0], bake.critic_weight)
     marks: list[float] = []
 
     def on_meta_step(step: int, point: dict) -> None:
@@ -206,7 +202,7 @@ def bake_rate(clip: Clip, critic_clip: Clip | None, prompts: int, settings: Rend
         marks.append(time.perf_counter())
 
     measured = replace(bake, meta_steps=max(2, measured_steps))
-    bake_prompts(clip, unit(prompts, clip.embed_dim, 1), settings, measured, list(range(prompts)),
+    bake_prompts(clip, _targets(clip, prompts, 1)[:, 0], settings, measured, list(range(prompts)),
                  on_meta_step=on_meta_step, critic=critic)
     _synchronize(clip.device)
     ended = time.perf_counter()
