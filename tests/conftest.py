@@ -10,7 +10,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-LEGACY = REPO.parent / "shared" / "legacy-baked"
+# The 34 paths baked by the original tool (cuda:0 tensors with requires_grad), shipped so CI reads real ones.
+LEGACY = REPO / "tests" / "data" / "legacy-baked"
 
 
 def pytest_configure(config):

@@ -26,7 +26,7 @@ from core.store import (
     slugify,
 )
 
-LEGACY_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "legacy-baked"
+LEGACY_DIR = Path(__file__).resolve().parent / "data" / "legacy-baked"
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 
 
@@ -336,15 +336,8 @@ def test_wrong_legacy_payload(tmp_path, value):
 # ----------------------------------------------------------------------------- legacy files
 
 
-@pytest.fixture
-def legacy_dir():
-    if not LEGACY_DIR.is_dir():
-        pytest.skip(f"no legacy files at {LEGACY_DIR}")
-    return LEGACY_DIR
-
-
-def test_all_legacy_files_load(legacy_dir):
-    files = sorted(legacy_dir.glob("*.pt"))
+def test_all_legacy_files_load():
+    files = sorted(LEGACY_DIR.glob("*.pt"))
     assert len(files) == 34
     for file in files:
         path = load_path(file, device="cpu")
@@ -356,9 +349,9 @@ def test_all_legacy_files_load(legacy_dir):
         assert path.prompt == file.name[: -len(".pt")].replace("_", " ")
 
 
-def test_legacy_prompts_from_names(legacy_dir):
+def test_legacy_prompts_from_names():
     def prompt_of(name):
-        return load_path(legacy_dir / name).prompt
+        return load_path(LEGACY_DIR / name).prompt
 
     assert prompt_of("a_lemon.pt") == "a lemon"
     assert prompt_of("iridescent_vaporwave_bubbles_#digitalart.pt") == "iridescent vaporwave bubbles #digitalart"
@@ -368,8 +361,8 @@ def test_legacy_prompts_from_names(legacy_dir):
     )
 
 
-def test_list_paths_over_legacy_copy(legacy_dir, tmp_path):
-    for file in legacy_dir.glob("*.pt"):
+def test_list_paths_over_legacy_copy(tmp_path):
+    for file in LEGACY_DIR.glob("*.pt"):
         shutil.copyfile(file, tmp_path / file.name)
     paths = list_paths(tmp_path)
     assert len(paths) == 34
@@ -378,9 +371,9 @@ def test_list_paths_over_legacy_copy(legacy_dir, tmp_path):
     assert prompts[0] == "a body of water" and prompts[-1] == "the sound of the wind"
 
 
-def test_legacy_file_is_found_and_upgraded_in_place(legacy_dir, tmp_path):
+def test_legacy_file_is_found_and_upgraded_in_place(tmp_path):
     name = "a_road_sign_with_the_word_'Hello'_on_it.pt"
-    shutil.copyfile(legacy_dir / name, tmp_path / name)
+    shutil.copyfile(LEGACY_DIR / name, tmp_path / name)
     prompt = "a road sign with the word 'Hello' on it"
     assert find_path(tmp_path, prompt) == tmp_path / name
     with pytest.raises(UserError, match="already baked"):
