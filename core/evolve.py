@@ -192,6 +192,13 @@ def _evaluate(fitness_fn: FitnessFn, population: Tensor) -> Tensor:
     return torch.where(torch.isfinite(fitness), fitness, torch.full_like(fitness, math.inf))
 
 
+def _keep_best(members: Tensor, fitness: Tensor, order: Tensor, best: Tensor, best_fitness: float):
+    """The best member seen so far: this generation's first in `order` if it beats `best_fitness`."""
+    if float(fitness[order[0]]) < best_fitness:
+        return members[order[0]].clone(), float(fitness[order[0]])
+    return best, best_fitness
+
+
 def _record(generation: int, fitness: Tensor, best_fitness: float, evaluations: int) -> dict:
     """The curve entry for one generation."""
     finite = fitness[torch.isfinite(fitness)]
@@ -304,9 +311,7 @@ def cma_es(
         fitness = _evaluate(fitness_fn, as_population(candidates))
         evaluations += popsize
         order = torch.argsort(fitness, stable=True)
-        if float(fitness[order[0]]) < best_fitness:
-            best_fitness = float(fitness[order[0]])
-            best = candidates[order[0]].clone()
+        best, best_fitness = _keep_best(candidates, fitness, order, best, best_fitness)
         record = _record(generation, fitness, best_fitness, evaluations)
         record["sigma"] = sigma
         curve.append(record)
@@ -431,9 +436,7 @@ def genetic(
         fitness = _evaluate(fitness_fn, population)
         evaluations += popsize
         order = torch.argsort(fitness, stable=True)
-        if float(fitness[order[0]]) < best_fitness:
-            best_fitness = float(fitness[order[0]])
-            best = population[order[0]].clone()
+        best, best_fitness = _keep_best(population, fitness, order, best, best_fitness)
         record = _record(generation, fitness, best_fitness, evaluations)
         curve.append(record)
         if on_generation is not None and on_generation(record, best):

@@ -266,15 +266,21 @@ def random_scale(images, values, context):
     return _sample(images, theta, (height, width), values["padding"])
 
 
+def _crop_side(name: str, values, context, height: int, width: int) -> int:
+    """A crop's side in pixels; a crop larger than the image is the user's error."""
+    size = _pixels(values["size"], context)
+    if size > min(height, width):
+        raise UserError(f"{name} size {size} px is larger than the image ({width}x{height} px)")
+    return size
+
+
 @TRANSFORMS.register(
     Param("size", 0.75, "side of the crop", kind="size"),
 )
 def random_crop(images, values, context):
     """Cut a square window of `size` from a random position of each view."""
     _, _, height, width = images.shape
-    size = _pixels(values["size"], context)
-    if size > min(height, width):
-        raise UserError(f"random_crop size {size} px is larger than the image ({width}x{height} px)")
+    size = _crop_side("random_crop", values, context, height, width)
     tops = _integers(context, height - size + 1, images)
     lefts = _integers(context, width - size + 1, images)
     offsets = torch.arange(size, device=images.device)
@@ -289,9 +295,7 @@ def random_crop(images, values, context):
 def center_crop(images, values, context):
     """Cut a square window of `size` from the centre (e.g. one tile back after `repeat`)."""
     _, _, height, width = images.shape
-    size = _pixels(values["size"], context)
-    if size > min(height, width):
-        raise UserError(f"center_crop size {size} px is larger than the image ({width}x{height} px)")
+    size = _crop_side("center_crop", values, context, height, width)
     top, left = (height - size) // 2, (width - size) // 2
     return images[:, :, top: top + size, left: left + size]
 
