@@ -181,9 +181,7 @@ def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, st
     pixels = start
     state = AdamState(torch.zeros_like(start), torch.zeros_like(start))
     total = stages * settings.steps_per_stage
-    # double backward through attention needs the math kernel
-    attention = sdpa_kernel(SDPBackend.MATH) if unroll > 0 else contextlib.nullcontext()
-    with attention, torch.enable_grad():  # the inner loop needs gradients even under no_grad
+    with torch.enable_grad():  # the inner loop needs gradients even under no_grad
         for step in range(total):
             stage, within = divmod(step, settings.steps_per_stage)
             differentiable = unroll > 0 and within >= settings.steps_per_stage - unroll
@@ -192,9 +190,11 @@ def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, st
             if differentiable:
                 if not pixels.requires_grad:
                     pixels = pixels.detach().requires_grad_(True)
-                losses = guide_loss(clip, pixels, targets, settings, pipeline, progress, generator,
-                                    twice_differentiable=True)
-                (grad,) = torch.autograd.grad(losses.sum(), pixels, create_graph=True)
+                # Double backward through attention needs the math kernel; the other steps keep the fast ones.
+                with sdpa_kernel(SDPBackend.MATH):
+                    losses = guide_loss(clip, pixels, targets, settings, pipeline, progress, generator,
+                                        twice_differentiable=True)
+                    (grad,) = torch.autograd.grad(losses.sum(), pixels, create_graph=True)
                 update, state = adam_update(grad, pixels, state, settings.lr, settings.weight_decay)
             else:
                 leaf = pixels.detach().requires_grad_(True)
