@@ -32,12 +32,15 @@ def test_critic_bake_improves_the_held_out_judge(scenes_clip):
     critic_clip, judge = load_clip("scenes-critic", "cpu"), load_clip("scenes-judge", "cpu")
     prompt_embeddings = scenes_clip.encode_text(PROMPTS)
     critic = Critic(critic_clip, critic_clip.encode_text(PROMPTS), 1.0)
-    bake = BakeSettings(stages=3, meta_steps=8, meta="unrolled", meta_lr=0.01, starts=2, eval_starts=2)
+    # The default bake (30 meta-steps of one start at meta-lr 1e-3) on a small replay. A shorter bake at a
+    # larger meta-lr (8 steps at 1e-2) is a coin flip here: over four sets of bake seeds the judge's gain was
+    # +0.2, +1.0, +0.1 and -0.9; with the default it was +6.1, +5.6, +3.3 and +2.0.
+    bake = BakeSettings(stages=3, eval_starts=2)
     result = bake_prompts(scenes_clip, prompt_embeddings, SETTINGS, bake, seeds=[0, 1, 2], critic=critic)
     # the critic's own held-out loss goes down ...
     assert result.baked_loss.mean() < result.normal_loss.mean()
     # ... and a judge that took no part (another architecture and seed) scores the baked images higher
-    held_out = [10_000 + seed for seed in range(4)]
+    held_out = [10_000 + seed for seed in range(8)]
     baked = _judge_score(scenes_clip, judge, result.guides, held_out)
     normal = _judge_score(scenes_clip, judge, initial_guides(prompt_embeddings, bake.stages), held_out)
     print(f"judge: baked {baked.tolist()} normal {normal.tolist()}")
