@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import LEGACY
 from core import store
 from core.errors import UserError
 from core.store import (
@@ -26,7 +27,6 @@ from core.store import (
     slugify,
 )
 
-LEGACY_DIR = Path(__file__).resolve().parent / "data" / "legacy-baked"
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 
 
@@ -337,7 +337,7 @@ def test_wrong_legacy_payload(tmp_path, value):
 
 
 def test_all_legacy_files_load():
-    files = sorted(LEGACY_DIR.glob("*.pt"))
+    files = sorted(LEGACY.glob("*.pt"))
     assert len(files) == 34
     for file in files:
         path = load_path(file, device="cpu")
@@ -351,7 +351,7 @@ def test_all_legacy_files_load():
 
 def test_legacy_prompts_from_names():
     def prompt_of(name):
-        return load_path(LEGACY_DIR / name).prompt
+        return load_path(LEGACY / name).prompt
 
     assert prompt_of("a_lemon.pt") == "a lemon"
     assert prompt_of("iridescent_vaporwave_bubbles_#digitalart.pt") == "iridescent vaporwave bubbles #digitalart"
@@ -362,7 +362,7 @@ def test_legacy_prompts_from_names():
 
 
 def test_list_paths_over_legacy_copy(tmp_path):
-    for file in LEGACY_DIR.glob("*.pt"):
+    for file in LEGACY.glob("*.pt"):
         shutil.copyfile(file, tmp_path / file.name)
     paths = list_paths(tmp_path)
     assert len(paths) == 34
@@ -373,7 +373,7 @@ def test_list_paths_over_legacy_copy(tmp_path):
 
 def test_legacy_file_is_found_and_upgraded_in_place(tmp_path):
     name = "a_road_sign_with_the_word_'Hello'_on_it.pt"
-    shutil.copyfile(LEGACY_DIR / name, tmp_path / name)
+    shutil.copyfile(LEGACY / name, tmp_path / name)
     prompt = "a road sign with the word 'Hello' on it"
     assert find_path(tmp_path, prompt) == tmp_path / name
     with pytest.raises(UserError, match="already baked"):
