@@ -167,7 +167,8 @@ def test_auto_batch_size_measured_on_cuda_fits():
     assert estimate.per_prompt > alone.per_prompt > 0 and estimate.fits >= 2
     prompts = min(estimate.fits, 64)
     embeddings = torch.nn.functional.normalize(torch.randn(prompts, clip.embed_dim, device="cuda"), dim=-1)
-    critic = Critic(critic_clip, torch.nn.functional.normalize(torch.randn(prompts, 1024, device="cuda"), dim=-1))
+    critic_embeddings = torch.randn(prompts, critic_clip.embed_dim, device="cuda")
+    critic = Critic(critic_clip, torch.nn.functional.normalize(critic_embeddings, dim=-1))
     bake_prompts(clip, embeddings, settings, meta, list(range(prompts)), critic=critic)  # no OutOfMemoryError
 
 
