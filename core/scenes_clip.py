@@ -7,7 +7,7 @@ Three models ship in `models/`:
 - `scenes-critic`: a third, smaller model that a bake may use to score candidate paths (`--critic`).
 
 All take CLIP-normalised images (`normalise`) at `model.visual.input_resolution` pixels and text from
-`clip.tokenize` (context length 77); both embed into 512 dimensions.
+`clip.tokenize` (context length 77); all three embed into 512 dimensions.
 
 A file holds a dict (loadable with `torch.load(..., weights_only=True)`):
     arch: the `clip.model.CLIP` constructor arguments
@@ -38,7 +38,7 @@ SHIPPED: dict[str, Path] = {
 
 # Constructor arguments of `clip.model.CLIP`. A tuple `vision_layers` makes the image tower the clip
 # package's ModifiedResNet (the RN50 family); an int makes it a ViT. Text heads are width // 64.
-# Both shipped models use ResNet image towers: in equal CPU time (10 min, batch 128) a ResNet learned shape
+# All three shipped models use ResNet image towers: in equal CPU time (10 min, batch 128) a ResNet learned shape
 # to 80 % held-out accuracy where the ViT of the first shipped models stayed at 22 % (docs/DESIGN.md).
 ARCHS: dict[str, dict] = {
     "scenes": dict(
@@ -123,7 +123,7 @@ def read_scenes_clip_file(name_or_path: str | Path) -> dict:
 
 
 def load_scenes_clip(name_or_path: str | Path, device: str | torch.device = "cpu") -> CLIP:
-    """Load a shipped scenes CLIP ('scenes', 'scenes-judge') or a saved file, float32, eval, frozen."""
+    """Load a shipped scenes CLIP (a name in SHIPPED) or a saved file, float32, eval, frozen."""
     payload = read_scenes_clip_file(name_or_path)
     arch = payload["arch"]
     model = build_scenes_clip(arch)
