@@ -75,6 +75,13 @@ RELATIONS: dict[str, tuple[str, str]] = {
     "below": ("bottom", "top"),
 }
 
+# The relation that says the same fact from the other object's side ("A left of B" == "B right of A"),
+# derived from RELATIONS (the relation whose positions are the other way round) so the two cannot disagree.
+OPPOSITE_RELATION: dict[str, str] = {
+    relation: next(other for other, other_positions in RELATIONS.items() if other_positions == positions[::-1])
+    for relation, positions in RELATIONS.items()
+}
+
 CAPTION_PREFIXES: tuple[str, ...] = ("", "a picture of ", "an image of ", "a drawing of ", "a photo of ")
 
 # Random offset of an object's centre (fraction of the image side), so positions are regions, not points.
@@ -170,9 +177,7 @@ def vary_one_attribute(scene: Scene, rng: np.random.Generator, attribute: str | 
         # The objects trade places; the relation of the first to the second flips.
         moved_first = dataclasses.replace(first, position=second.position, centre=second.centre)
         moved_second = dataclasses.replace(second, position=first.position, centre=first.centre)
-        flipped = {"to the left of": "to the right of", "to the right of": "to the left of",
-                   "above": "below", "below": "above"}[scene.relation]
-        return Scene((moved_first, moved_second), scene.background, flipped)
+        return Scene((moved_first, moved_second), scene.background, OPPOSITE_RELATION[scene.relation])
 
     index = int(rng.integers(len(scene.objects)))
     target = scene.objects[index]
@@ -242,9 +247,8 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
             text = f"{object_phrase(first, with_size)} {scene.relation} {object_phrase(second, with_size)}"
         else:
             # The same fact from the second object's side: "B right of A" == "A left of B".
-            opposite = {"to the left of": "to the right of", "to the right of": "to the left of",
-                        "above": "below", "below": "above"}[scene.relation]
-            text = f"{object_phrase(second, with_size)} {opposite} {object_phrase(first, with_size)}"
+            text = (f"{object_phrase(second, with_size)} {OPPOSITE_RELATION[scene.relation]} "
+                    f"{object_phrase(first, with_size)}")
     elif kind < 0.85:
         ordered = [first, second] if rng.random() < 0.5 else [second, first]
         text = f"{object_phrase(ordered[0])} and {object_phrase(ordered[1])}"

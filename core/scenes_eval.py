@@ -31,10 +31,8 @@ def _candidates(scene: scenes.Scene, attribute: str) -> list[str]:
     """The true caption of `scene` first, then captions that differ from it in `attribute` only."""
     if attribute == "relation":
         first, second = scene.objects
-        flipped = {"to the left of": "to the right of", "to the right of": "to the left of",
-                   "above": "below", "below": "above"}[scene.relation]
         return [scenes.relation_caption(first, scene.relation, second),
-                scenes.relation_caption(first, flipped, second),
+                scenes.relation_caption(first, scenes.OPPOSITE_RELATION[scene.relation], second),
                 scenes.relation_caption(second, scene.relation, first)]
     obj = scene.objects[0]
     if attribute == "colour":

@@ -104,7 +104,16 @@ def test_relation_caption_matches_geometry():
         else:
             assert scene.relation == "below" and first.centre[1] > second.centre[1]
         swapped = scenes.vary_one_attribute(scene, rng, "swap")
-        assert swapped.objects[0].centre == second.centre and swapped.relation != scene.relation
+        assert swapped.objects[0].centre == second.centre
+        assert swapped.relation == scenes.OPPOSITE_RELATION[scene.relation]
+
+
+def test_opposite_relation_swaps_the_positions():
+    assert scenes.OPPOSITE_RELATION["to the left of"] == "to the right of"
+    assert scenes.OPPOSITE_RELATION["above"] == "below"
+    for relation, opposite in scenes.OPPOSITE_RELATION.items():
+        assert scenes.RELATIONS[opposite] == scenes.RELATIONS[relation][::-1]
+        assert scenes.OPPOSITE_RELATION[opposite] == relation
 
 
 # ----------------------------------------------------------------------------------------------- models
