@@ -22,6 +22,13 @@ from core.errors import UserError
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+
+def normalise_images(images: torch.Tensor) -> torch.Tensor:
+    """CLIP-normalise images [B, 3, H, W] in [0, 1] (differentiable): every CLIP's input, scenes ones too."""
+    mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
 TINY_NAME = "tiny"
 SCENES_NAME = "scenes"
 AUTO_NAME = "auto"
@@ -74,9 +81,7 @@ class Clip:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False)
-        mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-        return self.model.encode_image((images - mean) / std).float()
+        return self.model.encode_image(normalise_images(images)).float()
 
     def compile_encoder(self) -> None:
         """Use `torch.compile` for image encoding in steps that need no double backward."""

@@ -6,7 +6,7 @@ Three models ship in `models/`:
   it only scores, so an image that fools the guide does not automatically fool the judge;
 - `scenes-critic`: a third, smaller model that a bake may use to score candidate paths (`--critic`).
 
-All take CLIP-normalised images (`normalise`) at `model.visual.input_resolution` pixels and text from
+All take CLIP-normalised images (`core.models.normalise_images`) at `model.visual.input_resolution` pixels and text from
 `clip.tokenize` (context length 77); all three embed into 512 dimensions.
 
 A file holds a dict (loadable with `torch.load(..., weights_only=True)`):
@@ -25,8 +25,6 @@ from pathlib import Path
 
 import torch
 from clip.model import CLIP
-
-from core.models import CLIP_MEAN, CLIP_STD
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -63,17 +61,6 @@ ARCHS: dict[str, dict] = {
         context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=3,
     ),
 }
-
-# CLIP's image normalisation (the clip package's preprocessing), used for training and for every caller.
-IMAGE_MEAN, IMAGE_STD = CLIP_MEAN, CLIP_STD
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """CLIP-normalise images [B, 3, H, W] in [0, 1] (differentiable)."""
-    mean = torch.tensor(IMAGE_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images - mean) / std
-
 
 def resolve_arch(arch_name_or_dict: str | dict) -> dict[str, int]:
     """The constructor arguments for an architecture name in ARCHS, or a copy of the dict given."""

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from core import scenes
-from core.scenes_clip import SHIPPED, load_scenes_clip, normalise
+from core.models import normalise_images
+from core.scenes_clip import SHIPPED, load_scenes_clip
 
 ATTRIBUTES = ("colour", "shape", "position", "relation")
 
@@ -55,7 +56,7 @@ def _with(obj: scenes.SceneObject, **changes) -> scenes.SceneObject:
 @torch.no_grad()
 def retrieval_accuracy(model, images: torch.Tensor, candidate_lists: list[list[str]], device) -> float:
     """Fraction of images [N, 3, H, W] in [0, 1] whose first candidate caption scores highest."""
-    image_features = model.encode_image(normalise(images.to(device))).float()
+    image_features = model.encode_image(normalise_images(images.to(device))).float()
     image_features = image_features / image_features.norm(dim=-1, keepdim=True)
     all_texts = sorted({text for candidates in candidate_lists for text in candidates})
     text_features = model.encode_text(clip.tokenize(all_texts).to(device)).float()

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core import scenes
-from core.scenes_clip import (build_scenes_clip, load_scenes_clip, normalise, read_scenes_clip_file, resolve_arch,
-                              save_scenes_clip)
+from core.models import normalise_images
+from core.scenes_clip import build_scenes_clip, load_scenes_clip, read_scenes_clip_file, resolve_arch, save_scenes_clip
 from core.scenes_eval import markdown_table, zero_shot_accuracy
 
 # Training tokenises to this many positions instead of 77: captions are short, and with CLIP's causal mask
@@ -82,7 +82,7 @@ def training_losses(model, slot_head: torch.nn.Linear, images: torch.Tensor, tok
     """
     # Similarities of unit vectors lie close together; they are computed in float32 even under bfloat16
     # autocast, whose 8-bit mantissa would round away the small differences that hard negatives hinge on.
-    image_features = model.encode_image(normalise(images)).float()
+    image_features = model.encode_image(normalise_images(images)).float()
     text_features = model.encode_text(tokens).float()
     image_unit = image_features / image_features.norm(dim=-1, keepdim=True)
     text_unit = text_features / text_features.norm(dim=-1, keepdim=True)

@@ -142,12 +142,12 @@ def test_shipped_models_load_small_and_512(shipped_models):
 
 def test_shipped_model_embeds_text_and_images(shipped_models):
     import clip
-    from core.scenes_clip import normalise
+    from core.models import normalise_images
 
     model = shipped_models["scenes"]
     images, captions, _ = scenes.make_batch(2, seed=3, size=model.visual.input_resolution)
     with torch.no_grad():
-        image_features = model.encode_image(normalise(images))
+        image_features = model.encode_image(normalise_images(images))
         text_features = model.encode_text(clip.tokenize(captions))
     assert image_features.shape == (2, 512) and text_features.shape == (2, 512)
     assert torch.isfinite(image_features).all() and torch.isfinite(text_features).all()
