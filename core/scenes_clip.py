@@ -20,11 +20,12 @@ are rebuilt as zeros on load (the model never saw those tokens, so they carry no
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from clip.model import CLIP
+
+from core.store import write_atomically
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -82,7 +83,6 @@ def save_scenes_clip(model: CLIP, arch: str | dict, path: str | Path, token_ids:
 
     `training` records how the model was made (plain numbers and strings only).
     """
-    path = Path(path)
     token_ids = sorted(set(int(token) for token in token_ids))
     state = {}
     for name, tensor in model.state_dict().items():
@@ -95,10 +95,7 @@ def save_scenes_clip(model: CLIP, arch: str | dict, path: str | Path, token_ids:
         "token_ids": torch.tensor(token_ids, dtype=torch.long),
         "state_dict": state,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)  # readers never see a half-written file
+    write_atomically(path, lambda handle: torch.save(payload, handle))  # readers never see a half-written file
 
 
 def read_scenes_clip_file(name_or_path: str | Path) -> dict:

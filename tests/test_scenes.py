@@ -140,6 +140,19 @@ def test_shipped_models_load_small_and_512(shipped_models):
     assert len({model["training"]["seed"] for model in (guide, judge, critic)}) == 3
 
 
+def test_saved_model_loads_back_and_leaves_no_temporary_file(tmp_path, shipped_models):
+    from core.scenes_clip import save_scenes_clip
+
+    payload = read_scenes_clip_file("scenes-critic")
+    file = tmp_path / "copy.pt"
+    save_scenes_clip(shipped_models["scenes-critic"], payload["arch"], file, payload["token_ids"].tolist(),
+                     payload["training"])
+    assert [path.name for path in tmp_path.iterdir()] == ["copy.pt"]
+    copy = load_scenes_clip(file)
+    assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(),
+                                                  shipped_models["scenes-critic"].state_dict().values()))
+
+
 def test_shipped_model_embeds_text_and_images(shipped_models):
     import clip
     from core.models import normalise_images
