@@ -164,21 +164,29 @@ def _is_scenes_file(path: Path) -> bool:
 
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
-        return bool(pickles) and b"token_ids" in archive.read(pickles[0])
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+            return bool(pickles) and b"token_ids" in archive.read(pickles[0])
+    except zipfile.BadZipFile as error:  # e.g. a CRC mismatch: the file was damaged after saving
+        raise UserError(f"cannot read model weights {path}: damaged file ({error})") from None
 
 
 def _load_openai(name_or_file: str, device: torch.device) -> nn.Module:
+    import warnings
+
     clip = _clip_package()
     try:
-        model, _ = clip.load(name_or_file, device="cpu", jit=False)
-    except (RuntimeError, OSError, ValueError, KeyError) as error:
-        what = "download" if name_or_file in clip.available_models() else "read"
-        raise UserError(f"could not {what} CLIP model '{name_or_file}': {str(error).splitlines()[0]}"
-                        " (offline? try --model scenes or a local weights file)") from None
-    except Exception as error:  # urllib errors and the like while downloading
-        raise UserError(f"could not load CLIP model '{name_or_file}': {error}"
+        with warnings.catch_warnings():
+            # clip.load tries torch.jit.load first, which warns that it is deprecated; users cannot act on it
+            warnings.simplefilter("ignore", FutureWarning)
+            model, _ = clip.load(name_or_file, device="cpu", jit=False)
+    except Exception as error:  # network errors while downloading; a damaged or foreign file fails in many ways
+        if name_or_file not in clip.available_models():
+            raise UserError(f"cannot read model weights {name_or_file}: damaged, truncated or not a CLIP model "
+                            f"({type(error).__name__})") from None
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        raise UserError(f"could not load CLIP model '{name_or_file}': {first_line}"
                         " (offline? try --model scenes or a local weights file)") from None
     return model
 
@@ -253,7 +261,7 @@ def model_name(name: str) -> str:
 
 
 def _load(name: str, device: str | torch.device) -> Clip:
-    from core.scenes_clip import SHIPPED, load_scenes_clip
+    from core.scenes_clip import SHIPPED, check_weights_file, load_scenes_clip
 
     device = device if isinstance(device, torch.device) else resolve_device(device)
     if name == AUTO_NAME:
@@ -266,6 +274,7 @@ def _load(name: str, device: str | torch.device) -> Clip:
         return _wrap(_load_openai(name, device), name, device)
     path = Path(name)
     if path.is_file():
+        check_weights_file(path)
         if _is_scenes_file(path):
             return _wrap(load_scenes_clip(str(path), "cpu"), model_name(name), device)
         return _wrap(_load_openai(str(path), device), model_name(name), device)

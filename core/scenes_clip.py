@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from clip.model import CLIP
 
+from core.errors import UserError
 from core.store import write_atomically
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -98,17 +99,63 @@ def save_scenes_clip(model: CLIP, arch: str | dict, path: str | Path, token_ids:
     write_atomically(path, lambda handle: torch.save(payload, handle))  # readers never see a half-written file
 
 
+# What a file checked out without `git lfs pull` holds instead of the weights.
+LFS_POINTER_START = b"version https://git-lfs.github.com/spec/"
+SAVED_KEYS = ("arch", "token_ids", "state_dict")
+
+
+def _weights_path(name_or_path: str | Path) -> Path:
+    """The file of a shipped name, or the path given."""
+    return Path(SHIPPED.get(str(name_or_path), name_or_path))
+
+
+def check_weights_file(path: Path) -> None:
+    """Raise a `UserError` naming `path` if it is missing, or a Git LFS pointer in place of the weights."""
+    if not path.is_file():
+        raise UserError(f"no model weights at {path}: the file is missing")
+    try:
+        with open(path, "rb") as file:
+            is_lfs_pointer = file.read(len(LFS_POINTER_START)) == LFS_POINTER_START
+    except OSError:
+        return  # the loader reports the unreadable file
+    if is_lfs_pointer:
+        raise UserError(f"{path} is a Git LFS pointer, not the weights: fetch them with `git lfs pull`")
+
+
 def read_scenes_clip_file(name_or_path: str | Path) -> dict:
-    """The raw saved dict (arch, training, token_ids, state_dict) of a shipped name or a file path."""
-    path = SHIPPED.get(str(name_or_path), Path(name_or_path))
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no scenes CLIP weights at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The raw saved dict (arch, training, token_ids, state_dict) of a shipped name or a file path.
+
+    A missing, unreadable or damaged file, a Git LFS pointer, or a torch file of something else is a
+    `UserError` that names the file.
+    """
+    path = _weights_path(name_or_path)
+    check_weights_file(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file fails in many ways (pickle, zip, EOF, permission errors)
+        raise UserError(f"cannot read model weights {path}: damaged, truncated or not a scenes CLIP "
+                        f"({type(error).__name__})") from None
+    if not isinstance(payload, dict) or not all(key in payload for key in SAVED_KEYS):
+        raise UserError(f"{path} is not a scenes CLIP file (it lacks {', '.join(SAVED_KEYS)})")
+    return payload
 
 
 def load_scenes_clip(name_or_path: str | Path, device: str | torch.device = "cpu") -> CLIP:
-    """Load a shipped scenes CLIP (a name in SHIPPED) or a saved file, float32, eval, frozen."""
+    """Load a shipped scenes CLIP (a name in SHIPPED) or a saved file, float32, eval, frozen.
+
+    A file that cannot be read, or whose weights do not fit its architecture, is a `UserError`.
+    """
     payload = read_scenes_clip_file(name_or_path)
+    try:
+        model = _model_from_payload(payload)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise UserError(f"{_weights_path(name_or_path)}: the stored weights do not fit their architecture "
+                        f"({type(error).__name__})") from None
+    return model.to(device)
+
+
+def _model_from_payload(payload: dict) -> CLIP:
+    """The frozen float32 CLIP that a saved dict describes."""
     arch = payload["arch"]
     model = build_scenes_clip(arch)
     state = {name: tensor.float() for name, tensor in payload["state_dict"].items()}
@@ -126,4 +173,4 @@ def load_scenes_clip(name_or_path: str | Path, device: str | torch.device = "cpu
         state["positional_embedding"] = padded
     model.load_state_dict(state)
     model.eval().requires_grad_(False)
-    return model.to(device)
+    return model

@@ -21,7 +21,7 @@ import clip
 import numpy as np
 import torch
 
-from core import scenes
+from core import cli, scenes
 from core.models import normalise_images
 from core.scenes_clip import SHIPPED, load_scenes_clip
 
@@ -110,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)  # a missing or damaged model file: one line on stderr, no traceback

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core import scenes
+from core import cli, scenes
 from core.models import normalise_images
 from core.scenes_clip import build_scenes_clip, load_scenes_clip, read_scenes_clip_file, resolve_arch, save_scenes_clip
 from core.scenes_eval import markdown_table, zero_shot_accuracy
@@ -218,4 +218,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)  # a missing or damaged --init-from file: one line on stderr, no traceback

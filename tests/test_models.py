@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import run_script
 from core import models
 from core.errors import UserError
 from core.models import build_tiny_clip, load_clip, resolve_device
@@ -77,6 +78,36 @@ def test_errors_are_user_errors(tmp_path):
         load_clip("tiny", "cpu").encode_text(["word " * 100])
     with pytest.raises(UserError, match="empty"):
         load_clip("tiny", "cpu").encode_text(["   "])
+
+
+def test_missing_or_damaged_model_files_are_one_line_user_errors(tmp_path, monkeypatch):
+    from core import scenes_clip
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a model\xff" * 10)
+    pointer = tmp_path / "pointer.pt"
+    pointer.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 4117771\n")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"token_ids": [1, 2]}, foreign)  # looks like a scenes file, but is not one
+    problems = {garbage: "damaged", pointer: "Git LFS pointer", foreign: "not a scenes CLIP file"}
+    for file, problem in {**problems, tmp_path / "missing.pt": "missing"}.items():
+        monkeypatch.setitem(scenes_clip.SHIPPED, "scenes", file)  # a shipped file gone or broken
+        with pytest.raises(UserError, match=problem) as caught:
+            load_clip("scenes", "cpu")
+        assert str(file) in str(caught.value) and "\n" not in str(caught.value)
+    for file, problem in problems.items():  # the same files given as --model FILE
+        with pytest.raises(UserError, match=problem) as caught:
+            load_clip(str(file), "cpu")
+        assert str(file) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_damaged_model_file_is_one_line_on_the_command_line(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a model\xff" * 10)
+    result = run_script("normal.py", "a red circle", "--model", str(garbage), "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot read model weights {garbage}: damaged")
 
 
 def test_resolve_device_auto():
