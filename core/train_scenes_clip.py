@@ -6,7 +6,10 @@ twins are hard negatives: to tell a scene from its twin the model has to see tha
 Loss: symmetric InfoNCE with a learnable logit scale, as in CLIP, plus a training-only auxiliary loss that
 makes the image embedding say which colour and shape sit at each position. Reproducible from --seed.
 
-    python -m core.train_scenes_clip --arch scenes --seed 0 --steps 3000 --batch-size 256 --out models/scenes.pt
+    python -m core.train_scenes_clip --arch scenes --seed 0 --steps 3000 --batch-size 256 --out runs/scenes.pt
+
+Without --out the weights go to models/ARCH.pt; an existing file (a shipped model) is replaced only with
+--overwrite.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import clip
 import numpy as np
@@ -22,9 +26,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core import cli, scenes
+from core.errors import UserError
 from core.models import normalise_images
-from core.scenes_clip import build_scenes_clip, load_scenes_clip, read_scenes_clip_file, resolve_arch, save_scenes_clip
+from core.scenes_clip import (ARCHS, build_scenes_clip, load_scenes_clip, read_scenes_clip_file, resolve_arch,
+                              save_scenes_clip)
 from core.scenes_eval import markdown_table, zero_shot_accuracy
+
+# Where the weights go without --out; "{arch}" becomes the --arch name, so each arch has its own file.
+DEFAULT_OUT = "models/{arch}.pt"
 
 # Training tokenises to this many positions instead of 77: captions are short, and with CLIP's causal mask
 # the text embedding (read at the end-of-text token) does not depend on later positions, so the shipped
@@ -194,9 +203,18 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     return accuracy
 
 
+def output_path(out: str, arch: str, overwrite: bool) -> str:
+    """`out` with "{arch}" filled in; an existing file there is a `UserError` unless `overwrite`."""
+    out = out.replace("{arch}", arch)
+    if Path(out).exists() and not overwrite:
+        raise UserError(f"{out} already exists (a shipped model?): pass --overwrite to replace it, "
+                        "or --out another file")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--arch", default="scenes", help="architecture name in core.scenes_clip.ARCHS")
+    parser.add_argument("--arch", default="scenes", choices=sorted(ARCHS), help="architecture (core.scenes_clip.ARCHS)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of the drawn data")
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=256, help="image-caption pairs per step")
@@ -209,9 +227,11 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall-clock time")
     parser.add_argument("--slot-weight", type=float, default=1.0, help="weight of the auxiliary slot loss")
     parser.add_argument("--init-from", default=None, help="continue from these saved weights (a second stage)")
-    parser.add_argument("--out", default="models/scenes.pt", help="where to save the weights")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="where to save the weights ({arch}: the --arch name)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     args = parser.parse_args()
-    train(args.arch, args.seed, args.steps, args.batch_size, args.out, lr=args.lr, warmup=args.warmup,
+    out = output_path(args.out, args.arch, args.overwrite)
+    train(args.arch, args.seed, args.steps, args.batch_size, out, lr=args.lr, warmup=args.warmup,
           threads=args.threads, save_every=args.save_every, eval_n=args.eval_n, bf16=args.bf16,
           max_minutes=args.max_minutes, init_from=args.init_from,
           slot_weight=args.slot_weight)

@@ -260,3 +260,18 @@ def test_vary_one_attribute_changes_exactly_one_thing():
         changed = [n for n in names if before["objects"][0][n] != after["objects"][0][n]]
         changed += ["background"] if scene.background != varied.background else []
         assert changed == [attribute]
+
+
+def test_training_writes_to_its_arch_file_and_replaces_a_file_only_when_told(tmp_path, monkeypatch):
+    from core.errors import UserError
+    from core.train_scenes_clip import DEFAULT_OUT, output_path
+
+    with pytest.raises(UserError, match="scenes-judge.pt already exists.*--overwrite"):
+        output_path(str(SHIPPED["scenes-judge"]), "scenes-judge", overwrite=False)  # the shipped judge is safe
+    monkeypatch.chdir(tmp_path)
+    assert output_path(DEFAULT_OUT, "scenes-judge", overwrite=False) == "models/scenes-judge.pt"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "scenes-judge.pt").write_bytes(b"weights")
+    with pytest.raises(UserError, match="--overwrite"):
+        output_path(DEFAULT_OUT, "scenes-judge", overwrite=False)
+    assert output_path(DEFAULT_OUT, "scenes-judge", overwrite=True) == "models/scenes-judge.pt"
