@@ -172,7 +172,8 @@ def _is_scenes_file(path: Path) -> bool:
         raise UserError(f"cannot read model weights {path}: damaged file ({error})") from None
 
 
-def _load_openai(name_or_file: str, device: torch.device) -> nn.Module:
+def _load_openai(name_or_file: str) -> nn.Module:
+    """An OpenAI CLIP by name or from a weights file, on the CPU (`_wrap` moves it to the device)."""
     import warnings
 
     clip = _clip_package()
@@ -271,11 +272,11 @@ def _load(name: str, device: str | torch.device) -> Clip:
     if name in SHIPPED:
         return _wrap(load_scenes_clip(name, "cpu"), name, device)
     if name in _clip_package().available_models():
-        return _wrap(_load_openai(name, device), name, device)
+        return _wrap(_load_openai(name), name, device)
     path = Path(name)
     if path.is_file():
         check_weights_file(path)
         if _is_scenes_file(path):
             return _wrap(load_scenes_clip(str(path), "cpu"), model_name(name), device)
-        return _wrap(_load_openai(str(path), device), model_name(name), device)
+        return _wrap(_load_openai(str(path)), model_name(name), device)
     raise UserError(f"unknown model '{name}': use a file path or one of {', '.join(available_model_names())}")
