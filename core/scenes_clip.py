@@ -39,7 +39,7 @@ SHIPPED: dict[str, Path] = {
 # Constructor arguments of `clip.model.CLIP`. A tuple `vision_layers` makes the image tower the clip
 # package's ModifiedResNet (the RN50 family); an int makes it a ViT. Text heads are width // 64.
 # All three shipped models use ResNet image towers: in equal CPU time (10 min, batch 128) a ResNet learned shape
-# to 80 % held-out accuracy where the ViT of the first shipped models stayed at 22 % (docs/DESIGN.md).
+# to 80 % held-out accuracy where the ViT of the first shipped models stayed at 22 % (README).
 ARCHS: dict[str, dict] = {
     "scenes": dict(
         embed_dim=512, image_resolution=48, vision_layers=(1, 1, 1, 1), vision_width=24, vision_patch_size=None,
