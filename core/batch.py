@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,7 +33,8 @@ class BatchSummary:
     """What a batch bake did: prompts baked, skipped (already in the store) and failed, and its batches.
 
     `batches` holds one (prompts, seconds, prompt-steps) triple per batched bake; `workers` is how many
-    processes or Ray task slots shared the run (`merge` combines their summaries into one).
+    processes or Ray task slots shared the run (`merge` combines their summaries into one); `reports`
+    maps each baked prompt to its HTML report, where one was written.
     """
 
     baked: list[str]
@@ -44,6 +44,7 @@ class BatchSummary:
     prompt_steps: int
     batches: tuple[tuple[int, float, int], ...] = ()
     workers: int = 1
+    reports: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def batch_line(number: int, prompts: int, seconds: float, prompt_steps: int) -> str:
@@ -91,7 +92,8 @@ class BatchSummary:
                 failed[prompt] = unfinished_reason
         return cls(baked, skipped, list(failed.items()), seconds,
                    sum(summary.prompt_steps for summary in summaries),
-                   tuple(batch for summary in summaries for batch in summary.batches), workers)
+                   tuple(batch for summary in summaries for batch in summary.batches), workers,
+                   {prompt: report for summary in summaries for prompt, report in summary.reports.items()})
 
 
 def read_prompts(items: list[str]) -> list[str]:
@@ -159,6 +161,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
     else:
         batches = queue.batches(todo, size, lambda item: target_label(item[1]))
     timings: list[tuple[int, float, int]] = []
+    reports: dict[str, str] = {}  # prompt -> its bake report
     try:
         for batch in islice(batches, max_batches):
             names = [prompt for _, prompt, _ in batch]
@@ -182,6 +185,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
             if out_of_memory:
                 release(names)
                 raise UserError(workers.oom_message(len(batch), clip, settings, meta, critic_clip))
+            saved = []  # indexes in the batch of the paths now in the store
             for index, prompt in enumerate(names):
                 if queue is not None and not queue.holds(target_label(prompt)):
                     log(f"not saving '{target_label(prompt)}': its claim expired and another worker took it")
@@ -189,22 +193,24 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                 path = BakedPath(prompt=target_label(prompt), guides=result.guides[index].cpu(),
                                  prompt_embedding=embeddings[index].cpu(), model_name=clip.name,
                                  embed_dim=clip.embed_dim, recipe=recipe,
-                                 metrics=result.metrics(index),
-                                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                                 metrics=result.metrics(index))
                 try:
                     file = save_path(args.store, path, overwrite=overwrite)
                 except UserError as error:
                     failed.append((prompt, str(error)))
                 else:
                     baked.append(prompt)
+                    saved.append(index)
                     log(bake_log_line(prompt, result, index, file, settings, meta))
                 release([prompt])
-            if getattr(args, "report", False):
-                for report in write_bake_reports(clip, names, result, settings, seeds, recipe, args):
-                    log(f"  report: {report}")
             steps = len(batch) * meta.meta_steps * meta.stages * settings.steps_per_stage * max(1, meta.starts)
             timings.append((len(batch), time.monotonic() - batch_began, steps))
             log(BatchSummary.batch_line(len(timings), *timings[-1]))
+            if getattr(args, "report", False) and saved:  # after the timing: a report replays its path
+                for index, report in zip(saved, write_bake_reports(clip, names, result, settings, seeds, recipe,
+                                                                   args, saved)):
+                    reports[target_label(names[index])] = str(report)
+                    log(f"  report: {report}")
     finally:
         batches.close()  # a claim queue releases what it still holds
     if queue is not None:  # what is left was baked by other workers, or is left to them
@@ -212,7 +218,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
         skipped += [prompt for _, prompt, _ in todo
                     if prompt not in accounted and find_path(args.store, target_label(prompt)) is not None]
     return BatchSummary(baked, skipped, failed, time.monotonic() - began,
-                        sum(steps for _, _, steps in timings), tuple(timings))
+                        sum(steps for _, _, steps in timings), tuple(timings), reports=reports)
 
 
 def stage_images(clip: Clip, guides: torch.Tensor, settings: RenderSettings, seeds: list[int]) -> list[list[torch.Tensor]]:
@@ -230,16 +236,18 @@ def stage_images(clip: Clip, guides: torch.Tensor, settings: RenderSettings, see
 
 
 def write_bake_reports(clip: Clip, names: list[str], result, settings: RenderSettings, seeds: list[int],
-                       recipe: dict, args: argparse.Namespace) -> list[Path]:
-    """An HTML report per baked prompt (images per stage, loss curves, GIF) in `<out>/reports/`."""
+                       recipe: dict, args: argparse.Namespace, indexes: list[int]) -> list[Path]:
+    """An HTML report (images per stage, loss curves, GIF) in `<out>/reports/` for each prompt of the
+    batch at `indexes`, in that order."""
     from core.images import save_gif
     from core.report import write_bake_report
     from core.store import slugify
 
     reports = []
     directory = Path(args.out) / "reports"
-    for index, (prompt, stages) in enumerate(zip(names, stage_images(clip, result.guides, settings, seeds))):
-        metrics = result.metrics(index)
+    guides, replay_seeds = result.guides[indexes], [seeds[index] for index in indexes]
+    for index, stages in zip(indexes, stage_images(clip, guides, settings, replay_seeds)):
+        prompt, metrics = names[index], result.metrics(index)
         gif = save_gif(stages, directory, f"bake-{slugify(target_label(prompt))}", upscale=4, duration_ms=300)
         report = write_bake_report(directory, target_label(prompt), stages, metrics["curve"],
                                    metrics["baked_loss"], metrics["normal_loss"], gif, stages[-1],
@@ -274,9 +282,10 @@ def _bake_batch(clip: Clip, names: list[str], embeddings: torch.Tensor, settings
 def bake_log_line(prompt: str, result, index: int, file: Path, settings: RenderSettings,
                   meta: BakeSettings) -> str:
     """The line a bake prints: the baked path's held-out loss beside a normal run of the same steps."""
+    from core.report import verdict_of
+
     baked, normal = float(result.baked_loss[index]), float(result.normal_loss[index])
-    verdict = "baking paid off" if baked < normal else "baking did not pay off"
-    change = (baked - normal) / normal * 100 if normal else 0.0
+    verdict, change = verdict_of(baked, normal)
     steps = meta.stages * settings.steps_per_stage
     return (f"baked '{target_label(prompt)}' -> {file}\n"
             f"  final loss by {f'the critic {meta.critic}' if meta.critic else 'the guide'} on "
@@ -316,7 +325,7 @@ def batch_bake_job(args: argparse.Namespace) -> int:
 def write_batch_summary_report(summary: BatchSummary, args: argparse.Namespace) -> Path:
     """One HTML page for a batch: a row per prompt with its losses and a link to its bake report."""
     from core.report import write_batch_report
-    from core.store import find_path, load_path, slugify
+    from core.store import find_path, load_path
 
     directory = Path(args.out) / "reports"
     entries = []
@@ -327,9 +336,8 @@ def write_batch_summary_report(summary: BatchSummary, args: argparse.Namespace) 
             if file is not None:
                 metrics = load_path(file).metrics
                 entry.update({key: metrics[key] for key in ("baked_loss", "normal_loss", "seconds") if key in metrics})
-            report = directory / slugify(target_label(prompt)) / "index.html"
-            if status == "baked" and report.is_file():
-                entry["report"] = str(report)
+            if status == "baked" and prompt in summary.reports:
+                entry["report"] = summary.reports[prompt]
             entries.append(entry)
     entries += [{"prompt": prompt, "status": "failed", "reason": reason} for prompt, reason in summary.failed]
     return write_batch_report(directory, entries)

@@ -1,4 +1,4 @@
-"""Image output: PNG (with metadata) and animated GIF files that never overwrite each other.
+"""Image files: PNG (with metadata) and animated GIF output that never overwrites, and image input.
 
 Images are float tensors ``[3, H, W]`` in ``[0, 1]``. A file name is first reserved with an
 exclusive create (so two processes writing "the same" image get ``x.png`` and ``x-1.png``),
@@ -26,20 +26,35 @@ def unique_path(directory: str | os.PathLike, stem: str, suffix: str = ".png") -
     The first free name is created empty with ``O_CREAT | O_EXCL``, which is atomic, so
     concurrent callers never get the same name. The caller then writes (or replaces) it.
     """
+    def create_empty(candidate: Path) -> None:
+        os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+    return _reserve(Path(directory), stem, suffix, create_empty)
+
+
+def unique_dir(parent: str | os.PathLike, stem: str) -> Path:
+    """Create and return a new folder ``stem``, ``stem-1``, ... in ``parent``.
+
+    ``mkdir`` fails if the folder exists, atomically, so two callers (even two processes at once)
+    always get two folders.
+    """
+    return _reserve(Path(parent), stem, "", Path.mkdir)
+
+
+def _reserve(directory: Path, stem: str, suffix: str, create) -> Path:
+    """The first of ``stem+suffix``, ``stem-1+suffix``, ... in ``directory`` that ``create`` makes
+    without raising FileExistsError."""
     if not stem or stem in (".", "..") or Path(stem).name != stem or "\0" in stem:
         raise ValueError(f"not a plain file stem: {stem!r}")
-    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     number = 0
     while True:
-        name = f"{stem}{suffix}" if number == 0 else f"{stem}-{number}{suffix}"
-        candidate = directory / name
+        candidate = directory / (f"{stem}{suffix}" if number == 0 else f"{stem}-{number}{suffix}")
         try:
-            fd = os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            create(candidate)
         except FileExistsError:
             number += 1
             continue
-        os.close(fd)
         return candidate
 
 
@@ -160,9 +175,6 @@ def read_png_metadata(file: str | os.PathLike) -> dict[str, str]:
         raise UserError(f"cannot read {file}: {error}") from None
 
 
-__all__ = ["unique_path", "quantize", "to_pil", "save_png", "save_gif", "read_png_metadata"]
-
-
 def load_image(file: str | os.PathLike, size: int | None = None) -> Tensor:
     """An image file as a float tensor [3, H, W] in [0, 1], optionally resized to `size`x`size`.
 
@@ -179,3 +191,7 @@ def load_image(file: str | os.PathLike, size: int | None = None) -> Tensor:
         picture = picture.resize((size, size), Image.Resampling.BICUBIC)
     array = torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8)
     return array.view(picture.height, picture.width, 3).permute(2, 0, 1).float() / 255
+
+
+__all__ = ["unique_path", "unique_dir", "quantize", "to_pil", "save_png", "save_gif", "read_png_metadata",
+           "load_image"]

@@ -32,7 +32,7 @@ from urllib.parse import quote
 from PIL import Image
 from torch import Tensor
 
-from core.images import save_png, unique_path
+from core.images import save_png, unique_dir, unique_path
 from core.store import slugify, write_atomically
 
 # Stage images are often tiny (16-64 px); enlarge them (nearest neighbour, so each optimised pixel
@@ -171,29 +171,11 @@ def _write_text(file: Path, text: str) -> Path:
     return write_atomically(file, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def _verdict(baked_loss: float, normal_loss: float) -> tuple[str, float]:
-    """The verdict and change in percent, the same rule as the bake command's summary line."""
+def verdict_of(baked_loss: float, normal_loss: float) -> tuple[str, float]:
+    """Whether baking paid off, and the baked loss's change against the normal run's in percent."""
     verdict = "baking paid off" if baked_loss < normal_loss else "baking did not pay off"
     change = (baked_loss - normal_loss) / normal_loss * 100 if normal_loss else 0.0
     return verdict, change
-
-
-def _unique_dir(directory: Path, stem: str) -> Path:
-    """Create and return a new folder ``stem``, ``stem-1``, ... in ``directory``.
-
-    ``mkdir`` fails if the folder exists, atomically, so two reports for the same prompt (even
-    from two processes at once) always get two folders.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    number = 0
-    while True:
-        candidate = directory / (stem if number == 0 else f"{stem}-{number}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            number += 1
-            continue
-        return candidate
 
 
 def _upscale_for(height: int, width: int) -> int:
@@ -229,7 +211,7 @@ def write_bake_report(
     if gif is not None and not gif.is_file():
         raise FileNotFoundError(f"no GIF at {gif}")
     baked_loss, normal_loss = float(baked_loss), float(normal_loss)
-    folder = _unique_dir(Path(directory), slugify(prompt))
+    folder = unique_dir(directory, slugify(prompt))
     try:
         return _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_loss,
                                  gif, final_image, metadata)
@@ -252,7 +234,7 @@ def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_lo
                       final_image, metadata) -> Path:
     body = [f"<h1>Bake report: {_e(prompt)}</h1>"]
 
-    verdict, change = _verdict(baked_loss, normal_loss)
+    verdict, change = verdict_of(baked_loss, normal_loss)
     css = "good" if baked_loss < normal_loss else "bad"
     body += [
         "<h2>Held-out comparison</h2>",
@@ -341,7 +323,7 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
         baked, normal = entry.get("baked_loss"), entry.get("normal_loss")
         change = entry.get("change")
         if change is None and baked is not None and normal is not None:
-            change = _verdict(float(baked), float(normal))[1]
+            change = verdict_of(float(baked), float(normal))[1]
         if change is not None:
             changes.append(float(change))
         if baked is not None and normal is not None and float(baked) < float(normal):
@@ -495,5 +477,5 @@ def _comparison_cell(directory: Path, method: str, image, scores: dict | None) -
     return "".join(parts)
 
 
-__all__ = ["MIN_DISPLAY_PX", "plot_curves", "write_bake_report", "write_batch_report",
+__all__ = ["MIN_DISPLAY_PX", "plot_curves", "verdict_of", "write_bake_report", "write_batch_report",
            "write_comparison_page"]

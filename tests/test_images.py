@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from core.errors import UserError
-from core.images import quantize, read_png_metadata, save_gif, save_png, to_pil, unique_path
+from core.images import quantize, read_png_metadata, save_gif, save_png, to_pil, unique_dir, unique_path
 
 
 def colour_image():
@@ -31,6 +31,15 @@ def test_unique_path_numbering(tmp_path):
     assert unique_path(tmp_path / "out", "cat", ".gif").name == "cat.gif"
     # Reserved names exist (empty) so nobody else can take them.
     assert all((tmp_path / "out" / n).stat().st_size == 0 for n in names)
+
+
+def test_unique_dir_numbering_keeps_existing_folders(tmp_path):
+    (tmp_path / "out" / "evaluation").mkdir(parents=True)
+    (tmp_path / "out" / "evaluation" / "results.csv").write_text("mine")
+    names = [unique_dir(tmp_path / "out", "evaluation").name for _ in range(2)]
+    assert names == ["evaluation-1", "evaluation-2"]
+    assert (tmp_path / "out" / "evaluation" / "results.csv").read_text() == "mine"
+    assert all((tmp_path / "out" / name).is_dir() for name in names)
 
 
 def test_unique_path_does_not_reuse_existing(tmp_path):
