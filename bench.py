@@ -17,24 +17,24 @@ from core.render import RenderSettings
 
 
 def main() -> None:
-    parser = cli.make_parser(__doc__, recipe=False)
+    parser = cli.make_parser(__doc__, recipe=False, outputs=False)
     parser.set_defaults(model=bench.VIT_B_32)
     parser.add_argument("--prompts", type=bench.counts_arg, default=[1, 8, 64, 256],
                         help="numbers of prompts P baked at once to measure (as memory allows)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
-    parser.add_argument("--cutn", type=int, default=8, help="augmented views per image per step")
-    parser.add_argument("--steps", type=int, default=30, help="inner steps in each timed run")
-    parser.add_argument("--ceiling-batch", type=int,
+    parser.add_argument("--size", type=cli.int_at_least(8), default=128, help="image side in pixels")
+    parser.add_argument("--cutn", type=cli.int_at_least(1), default=8, help="augmented views per image per step")
+    parser.add_argument("--steps", type=cli.int_at_least(1), default=30, help="inner steps in each timed run")
+    parser.add_argument("--ceiling-batch", type=cli.int_at_least(1),
                         help="batch of the ceiling measurement (default 512 on CUDA, 16 on CPU)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs of each measurement; the best counts")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    parser.add_argument("--repeats", type=cli.int_at_least(1), default=1, help="timed runs of each measurement; the best counts")
+    parser.add_argument("--threads", type=cli.int_at_least(0), default=0, help="CPU threads for torch (0 = torch's default)")
     defaults = BakeSettings()
     group = parser.add_argument_group("the bake measurement (default recipe, meta-gradient included)")
     group.add_argument("--bake-prompts", type=bench.bake_prompts_arg, default="auto",
                        help=f"prompts baked at once: auto (what fits on CUDA, at most {bench.BAKE_AUTO_LIMIT}; "
                             "skipped on CPU), a number, or 0 to skip")
-    group.add_argument("--stages", type=int, default=defaults.stages, help="guides in the baked path")
-    group.add_argument("--steps-per-stage", type=int, default=RenderSettings().steps_per_stage,
+    group.add_argument("--stages", type=cli.int_at_least(1), default=defaults.stages, help="guides in the baked path")
+    group.add_argument("--steps-per-stage", type=cli.int_at_least(1), default=RenderSettings().steps_per_stage,
                        help="inner steps per stage of the bake")
     group.add_argument("--critic", default=defaults.critic,
                        help="the bake's critic: auto (random-init RN50 for vit-b-32), a model name, or none")

@@ -8,20 +8,22 @@ Writes the images, results.csv and an HTML page with the methods side by side; p
   python evaluate.py prompts/scenes.txt --model scenes --judge scenes-judge
 """
 from core import app, cli
+from core.workers import batch_size_arg
 
 
 def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("prompts_file", help="one prompt per line, '#' comments")
     parser.add_argument("--judge", default="scenes-judge", help="the scoring model (must differ from --model)")
-    parser.add_argument("--seeds", type=int, default=3, help="random starts per prompt and method")
+    parser.add_argument("--seeds", type=cli.int_at_least(1), default=3, help="random starts per prompt and method")
     parser.add_argument("--methods", default="normal,microwave,auto", help="comma-separated methods")
-    parser.add_argument("--k", type=int, default=2, help="nearest paths blended by auto")
+    parser.add_argument("--k", type=cli.int_at_least(1), default=2, help="nearest paths blended by auto")
     parser.add_argument("--auto-mode", choices=list(app.AUTO_MODES), default="transfer",
                         help="how auto turns the nearest paths into stage targets (see auto_microwave.py)")
     parser.add_argument("--path-weight", type=float, default=None, help="weight of the paths in auto "
                                                                        "(default: the mode's, see auto_microwave.py)")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts baked together when baking first")
+    parser.add_argument("--batch-size", type=batch_size_arg, default=8,
+                        help="prompts baked together when baking first (auto: as many as fit)")
     parser.add_argument("--store-prompts", help="more prompts to bake into the store first (not evaluated): "
                                                  "the neighbours auto draws on")
     cli.add_bake_arguments(parser)

@@ -11,6 +11,7 @@ def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("items", nargs="+", metavar="[PROMPT] PATH", help="optional prompt, then a path file")
     parser.add_argument("--mix", type=float, default=0.5, help="weight of PROMPT in each stage target")
+    cli.add_image_arguments(parser)
     args = parser.parse_args()
     if len(args.items) > 2:
         parser.error("expected [PROMPT] PATH")

@@ -10,7 +10,8 @@ from core import app, cli
 def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("prompt", help="text, weighted targets or an image file")
-    parser.add_argument("--steps", type=int, help="total steps (default: the recipe's stages x steps-per-stage)")
+    parser.add_argument("--steps", type=cli.int_at_least(1), help="total steps (default: the recipe's stages x steps-per-stage)")
+    cli.add_image_arguments(parser)
     args = parser.parse_args()
     cli.run(lambda: app.normal_job(args))
 

@@ -68,7 +68,7 @@ def resolve_recipe(args: argparse.Namespace, base: dict | None = None) -> dict:
 def bake_settings(recipe: dict, args: argparse.Namespace) -> BakeSettings:
     """The meta part of a run from the recipe and the bake options on the command line."""
     settings = BakeSettings(**{key: recipe[key] for key in ("stages", "meta_steps") if key in recipe})
-    for name in ("meta", "meta_lr", "unroll", "starts", "clip_grad", "prompt_pull", "eval_starts",
+    for name in ("meta", "meta_lr", "unroll", "starts", "prompt_pull", "eval_starts",
                  "population", "sigma", "trust_angle", "meta_views", "anchor_lr", "anchor_limit", "critic", "critic_weight"):
         value = getattr(args, name, None)
         if value is not None:
@@ -104,7 +104,7 @@ def final_image(pixels: torch.Tensor, quantize: int) -> torch.Tensor:
 def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, seed: int,
                     output: Output, quiet: bool = False, tracker=None) -> Path:
     """Replay stage targets [S, D] from the seed's random pixels and save the image (frames, GIF)."""
-    from core.images import save_gif, save_png
+    from core.images import save_gif, save_png, unique_path
     from core.store import write_atomically
 
     frames: list[torch.Tensor] = []
@@ -131,8 +131,9 @@ def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSet
     progress.close()
     image = final_image(pixels[0].detach().cpu(), output.quantize)
     file = save_png(image, output.directory, output.stem, output.metadata, output.upscale)
-    if output.recipe_yaml:
-        write_atomically(file.with_suffix(".yaml"), lambda handle: handle.write(output.recipe_yaml.encode()))
+    if output.recipe_yaml:  # beside the image, under a name of its own: a leftover .yaml is never replaced
+        write_atomically(unique_path(file.parent, file.stem, ".yaml"),
+                         lambda handle: handle.write(output.recipe_yaml.encode()))
     if output.gif and frames:
         save_gif(frames + [image], output.directory, output.stem, output.upscale, duration_ms=120)
     if tracker is not None:
@@ -170,7 +171,7 @@ def normal_job(args: argparse.Namespace) -> None:
     embedding = encode_target(clip, args.prompt, args.truncate, recipe.get("targets", ""))
     settings = RenderSettings.from_recipe(recipe)
     # the same total steps as a microwave of a path with the recipe's stages, unless --steps says otherwise
-    settings.steps_per_stage = args.steps or recipe.get("stages", 10) * settings.steps_per_stage
+    settings.steps_per_stage = args.steps if args.steps is not None else recipe["stages"] * settings.steps_per_stage
     output = make_output(args, "normal", target_label(args.prompt), clip, {**recipe, "stages": 1,
                                                                          "steps_per_stage": settings.steps_per_stage})
     with tracker_for(args, "normal", output.metadata) as tracker:
@@ -285,9 +286,15 @@ def mix_paths(guides: list[torch.Tensor], mode: str, seed: int) -> torch.Tensor:
 def evaluate_job(args: argparse.Namespace) -> None:
     """normal vs microwave vs auto_microwave at equal budget, scored by a judge that did not guide."""
     from core.batch import bake_many, read_prompts
-    from core.evaluate import evaluate
+    from core.evaluate import METHODS, evaluate
+    from core.images import unique_dir
     from core.store import find_path
 
+    methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown or not methods:
+        raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'} in --methods; "
+                        f"choose from {', '.join(METHODS)}")
     prompts = read_prompts([args.prompts_file])
     if not prompts:
         raise UserError(f"no prompts in {args.prompts_file}")
@@ -298,7 +305,6 @@ def evaluate_job(args: argparse.Namespace) -> None:
     critic = resolve_critic(getattr(args, "critic", "none"), clip.name)
     if critic and model_name(critic) == judge.name:  # compared by name: no need to load the critic twice
         raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
-    methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     recipe = resolve_recipe(args)
     store_prompts = []
     if getattr(args, "store_prompts", None):
@@ -313,22 +319,9 @@ def evaluate_job(args: argparse.Namespace) -> None:
         summary = bake_many(missing, args, batch_size=args.batch_size, skip_existing=True)
         if summary.failed:
             raise UserError(f"could not bake {summary.failed[0][0]!r}: {summary.failed[0][1]}")
-    out_dir = _unique_dir(Path(args.out), "evaluation")
+    out_dir = unique_dir(args.out, "evaluation")
     evaluation = evaluate(clip, judge, prompts, RenderSettings.from_recipe(recipe), recipe["stages"], args.store,
                           args.seeds, methods, out_dir, k=args.k, path_weight=args.path_weight, quiet=args.quiet,
                           auto_mode=args.auto_mode)
     print(evaluation.summary_markdown())
     print(f"images, results.csv and index.html in {out_dir}")
-
-
-def _unique_dir(parent: Path, stem: str) -> Path:
-    """A new directory `parent/stem`, `stem-1`, ... (never reusing one)."""
-    parent.mkdir(parents=True, exist_ok=True)
-    for number in range(10_000):
-        candidate = parent / (stem if number == 0 else f"{stem}-{number}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise UserError(f"too many {stem} directories in {parent}")

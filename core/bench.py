@@ -280,10 +280,10 @@ class BenchResult:
 
 def run_bench(model: str, device: str, prompts: list[int], size: int, cutn: int, steps: int,
               ceiling_batch: int, repeats: int = 1, log: Callable[[str], None] = print,
-              compile: bool = False, bake_prompts: int | str = 0, bake=None, critic: str = "auto",
+              compile: bool = False, bake_count: int | str = 0, bake=None, critic: str = "auto",
               steps_per_stage: int = 30) -> BenchResult:
     """Measure the ceiling, the inner loop at every P of `prompts` (as memory allows) and the original;
-    with `bake_prompts` (a number, or `auto`: what fits on CUDA, at most `BAKE_AUTO_LIMIT`), also a bake
+    with `bake_count` prompts (a number, or `auto`: what fits on CUDA, at most `BAKE_AUTO_LIMIT`), also a bake
     of that many prompts at `bake` (core.bake.BakeSettings) and `steps_per_stage`."""
     clip = bench_clip(model, device)
     if compile:
@@ -305,16 +305,16 @@ def run_bench(model: str, device: str, prompts: list[int], size: int, cutn: int,
     original = original_rate(clip, settings, steps, repeats)
     result = BenchResult(str(clip.device), clip.name, size, cutn, steps, torch.get_num_threads(), ceiling_batch,
                          ceiling, original, rates)
-    if bake_prompts and bake is not None:
+    if bake_count and bake is not None:
         from core import workers
 
         critic_clip = bench_critic(critic, clip)
-        bake_settings = replace(settings, steps_per_stage=steps_per_stage)
-        count = bake_prompts
+        bake_render = replace(settings, steps_per_stage=steps_per_stage)
+        count = bake_count
         if count == workers.AUTO:
-            count = workers.resolve_batch_size(count, clip, bake_settings, bake, BAKE_AUTO_LIMIT, log, critic_clip)
+            count = workers.resolve_batch_size(count, clip, bake_render, bake, BAKE_AUTO_LIMIT, log, critic_clip)
         log(f"bake: P={count}, {bake.stages} stages x {steps_per_stage} steps ...")
-        result.bake = bake_rate(clip, critic_clip, count, bake_settings, bake)
+        result.bake = bake_rate(clip, critic_clip, count, bake_render, bake)
         result.bake_recipe = (f"{bake.stages}×{steps_per_stage} steps, {bake.meta_steps} meta-steps, "
                               f"starts {bake.starts}, unroll {bake.unroll}, {precision_of(clip.device)}")
     return result
@@ -359,12 +359,12 @@ def bench_job(args) -> None:
     device = resolve_device(args.device)
     batch = args.ceiling_batch or (512 if device.type == "cuda" else 16)
     log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    bake_prompts = args.bake_prompts
-    if bake_prompts == "auto" and device.type != "cuda":
+    bake_count = args.bake_prompts
+    if bake_count == "auto" and device.type != "cuda":
         log("bake: skipped on CPU (a default bake of ViT-B/32 takes hours there; use --bake-prompts N)")
-        bake_prompts = 0
+        bake_count = 0
     bake = BakeSettings(stages=args.stages)
     result = run_bench(args.model, device, args.prompts, args.size, args.cutn, args.steps, batch, args.repeats, log,
-                       compile=args.compile, bake_prompts=bake_prompts, bake=bake, critic=args.critic,
+                       compile=args.compile, bake_count=bake_count, bake=bake, critic=args.critic,
                        steps_per_stage=args.steps_per_stage)
     print(result.markdown())

@@ -22,6 +22,22 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum` (so a bad count is a one-line error
+    before any work, not a traceback in the middle of it)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def toolkit_epilog() -> str:
     """The transforms, constraints and post-processing a recipe can use, listed from their registries."""
     from core.constraints import CONSTRAINTS
@@ -33,19 +49,26 @@ def toolkit_epilog() -> str:
     return "\n\n".join(parts) + "\n\nFull reference: docs/reference.md"
 
 
-def make_parser(description: str, recipe: bool = True) -> Parser:
-    """A parser with the options every script takes (model, device, seed, out, store, ...)."""
+def make_parser(description: str, recipe: bool = True, outputs: bool = True) -> Parser:
+    """A parser with the options every script takes (model, device, seed, out, store, ...).
+
+    `recipe`: also the recipe options; `outputs`: also those of scripts that make images or paths
+    (seed, out, store, truncate, wandb), which a benchmark has no use for.
+    """
+    from core.store import DEFAULT_STORE
+
     parser = Parser(description=description, formatter_class=_Formatter,
                     epilog=toolkit_epilog() if recipe else None)
     parser.add_argument("--model", default="auto",
                         help="CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes'), tiny, "
                              "scenes, scenes-judge, any clip.available_models() name, or a local weights file")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same image")
-    parser.add_argument("--out", default="outputs", help="directory for images")
-    parser.add_argument("--store", default="baked", help="directory of baked paths")
-    parser.add_argument("--truncate", action="store_true", help="cut prompts longer than 77 tokens")
-    parser.add_argument("--wandb", action="store_true", help="log losses and images to Weights & Biases")
+    if outputs:
+        parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same image")
+        parser.add_argument("--out", default="outputs", help="directory for images")
+        parser.add_argument("--store", default=str(DEFAULT_STORE), help="directory of baked paths")
+        parser.add_argument("--truncate", action="store_true", help="cut prompts longer than 77 tokens")
+        parser.add_argument("--wandb", action="store_true", help="log losses and images to Weights & Biases")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile image encoding in the inner loop (pays off on GPU for long runs)")
@@ -65,38 +88,45 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cutn", type=int, help="augmented views per step")
     group.add_argument("--quantize", type=int, help="colour levels of the saved image (16 = the original's "
                                                     "pixel-art look; 0 = off)")
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the scripts that render one image (normal.py, microwave.py, auto_microwave.py)."""
+    group = parser.add_argument_group("the image")
     group.add_argument("--init", help="start from this image instead of random pixels")
-    group.add_argument("--save-every", type=int, default=0, help="save a frame every N steps (0 = never)")
+    group.add_argument("--save-every", type=int_at_least(0), default=0, help="save a frame every N steps (0 = never)")
     group.add_argument("--gif", action="store_true", help="also write the frames as an animated GIF")
-    group.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of saved images")
+    group.add_argument("--upscale", type=int_at_least(1), default=4, help="nearest-neighbour upscale of saved images")
 
 
 def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of a bake (bake.py and batch_bake.py)."""
+    """Options of a bake (bake.py, batch_bake.py, and evaluate.py for the paths it bakes first)."""
     from core.bake import META_OPTIMIZERS, BakeSettings
 
     defaults = BakeSettings()
     group = parser.add_argument_group("baking")
-    group.add_argument("--stages", type=int, help=f"guides in a path (recipe default {defaults.stages})")
-    group.add_argument("--meta-steps", type=int,
-                       help=f"meta-optimisation steps or generations (recipe default {defaults.meta_steps})")
+    group.add_argument("--stages", type=int_at_least(1),
+                       help=f"guides in a path (default: the recipe's; {defaults.stages} in the default recipe)")
+    group.add_argument("--meta-steps", type=int_at_least(1),
+                       help=f"meta-optimisation steps or generations (default: the recipe's; {defaults.meta_steps} "
+                            "in the default recipe)")
     group.add_argument("--meta", choices=list(META_OPTIMIZERS), default=defaults.meta,
                        help="meta-optimiser: " + "; ".join(f"{name}: {doc}" for name, (_, doc) in META_OPTIMIZERS.items()))
     group.add_argument("--meta-lr", type=float, default=defaults.meta_lr, help="learning rate of the guides (unrolled)")
-    group.add_argument("--unroll", type=int, default=defaults.unroll,
+    group.add_argument("--unroll", type=int_at_least(1), default=defaults.unroll,
                        help="K: inner steps differentiated at the end of each stage (unrolled)")
-    group.add_argument("--starts", type=int, default=defaults.starts, help="random starts per meta-step")
+    group.add_argument("--starts", type=int_at_least(1), default=defaults.starts, help="random starts per meta-step")
     group.add_argument("--prompt-pull", type=float, default=defaults.prompt_pull,
                        help="weight of a decaying pull of the guides toward the prompt (the original's regulariser)")
-    group.add_argument("--eval-starts", type=int, default=defaults.eval_starts,
+    group.add_argument("--eval-starts", type=int_at_least(1), default=defaults.eval_starts,
                        help="held-out random starts for the baked-vs-normal comparison")
-    group.add_argument("--population", type=int, default=defaults.population, help="candidates a generation (cma, ga)")
+    group.add_argument("--population", type=int_at_least(2), default=defaults.population, help="candidates a generation (cma, ga)")
     group.add_argument("--sigma", type=float, default=defaults.sigma, help="search step (cma) / mutation strength (ga)")
     group.add_argument("--no-report", dest="report", action="store_false",
                        help="skip the HTML report (images per stage, loss curves, GIF) in OUT/reports/")
     group.add_argument("--trust-angle", type=float, default=defaults.trust_angle,
                        help="radians a guide may turn away from the prompt (cma, ga)")
-    group.add_argument("--meta-views", type=int, default=defaults.meta_views,
+    group.add_argument("--meta-views", type=int_at_least(0), default=defaults.meta_views,
                        help="score the final image on this many augmented views while baking (0 = the image itself)")
     group.add_argument("--critic", default=defaults.critic,
                        help="the model that scores the final images while baking, so paths are rewarded for "

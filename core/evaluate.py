@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from core.bake import derive_seed, initial_guides
+from core.errors import UserError
 from core.models import Clip
 from core.render import ProgressReporter, RenderSettings, random_pixels, replay, to_image
 
@@ -142,12 +143,17 @@ def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torc
                    store: str, k: int = 2, path_weight: float | None = None,
                    auto_mode: str = "transfer") -> torch.Tensor:
     """Stage targets [P, S, D] of a method for each prompt."""
-    from core.store import find_path, load_path, nearest_paths
+    from core.store import check_compatible, find_path, load_path, nearest_paths
 
     if method == "normal":
         return initial_guides(embeddings, stages)
     if method == "microwave":
         paths = [load_path(find_path(store, prompt)) for prompt in prompts]
+        for path in paths:
+            check_compatible(path, clip.embed_dim, clip.name)
+            if path.guides.shape[0] != stages:  # every method gets the same number of steps
+                raise UserError(f"baked path {path.prompt!r} has {path.guides.shape[0]} stages but this evaluation "
+                                f"uses {stages}; bake it again with --stages {stages} or evaluate with that many")
         return torch.stack([path.guides for path in paths]).to(clip.device)
     if method == "auto":
         from core.app import auto_targets

@@ -5,6 +5,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import run_script
 from core.evaluate import pixel_check, prompt_facts, summarise
@@ -87,6 +88,37 @@ def test_judge_must_not_be_the_critic(tmp_path):
     assert result.returncode == 2 and "critic" in result.stderr and "Traceback" not in result.stderr
     assert model_name(str(SHIPPED["scenes-judge"])) == "scenes-judge.pt"
     assert model_name("scenes-judge") == "scenes-judge" and model_name("ViT-B/16") == "ViT-B/16"
+
+
+def test_bad_methods_and_counts_are_one_line_errors(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    for extra, message in ((["--methods", "normal,bogus"], "unknown method(s) bogus"),
+                           (["--methods", " , "], "unknown method(s) (none given)"),
+                           (["--seeds", "0"], "--seeds: must be at least 1, got 0"),
+                           (["--batch-size", "0"], "the batch size must be at least 1"),
+                           (["--starts", "0"], "--starts: must be at least 1, got 0")):
+        result = run_script("evaluate.py", str(prompts), "--model", "tiny", "--quiet", *extra, cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (extra, result.stderr)
+
+
+def test_microwave_method_checks_each_path(tmp_path, tiny_clip):
+    """A stored path of another stage count would change the step budget; another embed dim cannot work."""
+    from core.errors import UserError
+    from core.evaluate import method_targets
+    from core.store import BakedPath, save_path
+
+    embedding = tiny_clip.encode_text(["a red circle"])
+    save_path(tmp_path, BakedPath(prompt="a red circle", guides=torch.randn(3, 512), prompt_embedding=embedding[0],
+                                  model_name=tiny_clip.name, embed_dim=512))
+    assert method_targets("microwave", tiny_clip, ["a red circle"], embedding, 3, str(tmp_path)).shape == (1, 3, 512)
+    with pytest.raises(UserError, match="has 3 stages but this evaluation uses 2"):
+        method_targets("microwave", tiny_clip, ["a red circle"], embedding, 2, str(tmp_path))
+    save_path(tmp_path, BakedPath(prompt="a red circle", guides=torch.randn(2, 256), prompt_embedding=torch.randn(256),
+                                  model_name="other", embed_dim=256), overwrite=True)
+    with pytest.raises(UserError, match="256-dim guides"):
+        method_targets("microwave", tiny_clip, ["a red circle"], embedding, 2, str(tmp_path))
 
 
 def test_evaluation_starts_are_distinct_per_prompt_and_stable():

@@ -12,8 +12,9 @@ from core.images import load_image, read_png_metadata
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--model", "tiny", "--device", "cpu", "--quiet", "--size", "32", "--cutn", "2", "--upscale", "1"]
-FAST_BAKE = FAST + ["--steps-per-stage", "2", "--stages", "2", "--meta-steps", "2", "--eval-starts", "1"]
+COMMON = ["--model", "tiny", "--device", "cpu", "--quiet", "--size", "32", "--cutn", "2"]
+FAST = COMMON + ["--upscale", "1"]  # the scripts that save an image
+FAST_BAKE = COMMON + ["--steps-per-stage", "2", "--stages", "2", "--meta-steps", "2", "--eval-starts", "1"]
 SCRIPTS = ["bake.py", "microwave.py", "auto_microwave.py", "normal.py", "batch_bake.py"]
 
 
@@ -92,12 +93,17 @@ def test_microwave_frames_and_gif(workdir):
 
 
 def test_normal_reproducible_from_seed(tmp_path):
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "normal-a_green_star.yaml").write_text("a leftover recipe, its image deleted")
     for seed in ("5", "5", "6"):
         ok(run_script("normal.py", "a green star", *FAST, "--steps", "4", "--seed", seed, cwd=tmp_path))
     same = [load_image(tmp_path / "outputs" / name) for name in
             ("normal-a_green_star.png", "normal-a_green_star-1.png", "normal-a_green_star-2.png")]
     assert torch.equal(same[0], same[1])
     assert not torch.equal(same[0], same[2])
+    # Each image's recipe is saved beside it, and never over a file that was there before.
+    assert (tmp_path / "outputs" / "normal-a_green_star.yaml").read_text() == "a leftover recipe, its image deleted"
+    assert len(list((tmp_path / "outputs").glob("normal-a_green_star*.yaml"))) == 4
 
 
 def test_image_as_target(tmp_path):
@@ -132,7 +138,14 @@ def test_batch_bake_skips_goes_on_and_summarises(tmp_path):
     prompts.write_text("a red circle\na blue square\n")
     second = ok(run_script("batch_bake.py", str(prompts), *FAST_BAKE, cwd=tmp_path))
     assert "baked 0, skipped 2" in second.stdout
-    assert (tmp_path / "outputs" / "reports" / "batch.html").is_file()
+    reports = tmp_path / "outputs" / "reports"
+    assert (reports / "batch.html").is_file() and (reports / "a_red_circle" / "index.html").is_file()
+    # Baked again into another store, writing to the same outputs: the new report gets a folder of its own,
+    # and the batch page links that one, not the first bake's.
+    ok(run_script("batch_bake.py", "a red circle", *FAST_BAKE, "--store", "other", cwd=tmp_path))
+    assert (reports / "a_red_circle-1" / "index.html").is_file()
+    third_page = (reports / "batch-2.html").read_text()
+    assert 'href="a_red_circle-1/index.html"' in third_page and "a_red_circle/index.html" not in third_page
 
 
 def test_user_errors_are_one_line(tmp_path):
