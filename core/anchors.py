@@ -42,10 +42,6 @@ class Anchors:
         """K: anchors per prompt (padded)."""
         return self.embeddings.shape[1]
 
-    def select(self, index: int) -> "Anchors":
-        """The anchors of prompt `index` as a batch of one."""
-        return Anchors(self.embeddings[index: index + 1], self.mask[index: index + 1])
-
 
 def content_words(prompt: str, limit: int = MAX_WORD_ANCHORS) -> list[str]:
     """The prompt's distinct content words in order, at most `limit` ('a red circle on the left' -> red, circle, left).

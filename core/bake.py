@@ -4,7 +4,8 @@ A *path* is one guide embedding per stage ([S, D]). One meta-step draws fresh ra
 the stages (`core.render.replay`) and scores the final image by its spherical distance to the prompt
 embedding (the meta-loss), as seen by a `Critic` model other than the guide (by default; the guide's own
 score teaches paths to fool the guide). The meta-optimisers in `META_OPTIMIZERS` turn that score into better
-guides; all of them work on a batch of P prompts at once (guides [P, S, D]).
+guides. They all take and return a batch of P prompts (guides [P, S, D]); the gradient ones and the
+elitist ES compute the whole batch at once, CMA-ES and the GA search prompt by prompt.
 
 Seeds: every prompt has its own seed, from which its random starts are derived; augmentations are
 drawn from a seed shared by the batch. So baking prompts together equals baking them one by one.
@@ -17,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from core.anchors import MAX_WORD_ANCHORS
 from core.losses import spherical_distance
 from core.models import Clip
 from core.render import Pipeline, RenderSettings, final_loss, random_pixels, replay
@@ -41,7 +43,7 @@ class BakeSettings:
     meta_views: int = 0  # score the final image on this many augmented views (0: the image itself)
     anchor_lr: float = 0.05  # learning rate of the anchored blend weights
     anchor_limit: float = 2.0  # bound on every anchored blend weight
-    anchor_words: int = 6  # content words of the prompt used as anchors (0: the generic anchor alone)
+    anchor_words: int = MAX_WORD_ANCHORS  # content words of the prompt used as anchors (0: the generic anchor alone)
     critic: str = "auto"  # the model that scores the final images (see `Critic`, models.resolve_critic); "none"
     critic_weight: float = 1.0  # its share of the meta-loss
 
@@ -254,8 +256,8 @@ def _gradient(space_name: str):
 def _evolution(search: str, space_name: str):
     """A meta-optimiser that searches a path space with `core.evolve` (CMA-ES or GA), prompt by prompt.
 
-    Fitness of a candidate path = mean + |std| of its final loss over `starts` random starts (seed 004),
-    the whole population evaluated as one batch.
+    Fitness of a candidate path = mean + |std| of its final loss over `starts` random starts
+    (`core.evolve.robust_fitness`), the whole population evaluated as one batch.
     """
 
     def optimise(clip: Clip, prompt_embeddings: torch.Tensor, settings: RenderSettings, bake: BakeSettings,
@@ -318,6 +320,7 @@ def _batched_evolution(space_name: str):
         prompts = prompt_embeddings.shape[0]
         everything = slice(0, prompts)
         starts = max(2, bake.starts)
+        generation = {"count": 0}
 
         def fitness(candidates: torch.Tensor) -> torch.Tensor:
             count = candidates.shape[1]
@@ -334,9 +337,10 @@ def _batched_evolution(space_name: str):
             on_meta_step(point["generation"], {"meta_loss": point["best"], **point})
 
         def project(population: torch.Tensor) -> torch.Tensor:
-            return space.project(population, 0)
+            """Each prompt's rows of a [P * count, ...] population onto that prompt's feasible set."""
+            per_prompt = population.view(prompts, -1, *population.shape[1:])
+            return torch.cat([space.project(rows, index) for index, rows in enumerate(per_prompt)])
 
-        generation = {"count": 0}
         result = evolve.elitist_es(fitness, space.initial, bake.sigma, bake.meta_steps, bake.population, seeds,
                                    project=project, on_generation=report)
         curve = [{"meta_step": point["generation"], "meta_loss": point["best"], "sigma": point["sigma"]}

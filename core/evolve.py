@@ -128,7 +128,7 @@ def slerp(a: Tensor, b: Tensor, t: float | Tensor) -> Tensor:
 
 
 def trust_region(center: Tensor, max_angle: float) -> Projection:
-    """The seed-004 "size limiter": a projection keeping each row near ``center``.
+    """The "size limiter" of CMA-ES over prompt embeddings: a projection keeping each row near ``center``.
 
     Returns ``project(x)`` for any ``x [..., D]``: a row whose angle to ``center`` is
     more than ``max_angle`` radians is rotated back onto the cone boundary, inside the
@@ -378,7 +378,7 @@ def genetic(
     project: Projection | None = None,
     on_generation: OnGeneration | None = None,
 ) -> EvolveResult:
-    """Minimise ``fitness_fn`` with a genetic algorithm (seed 000), starting around ``x0``.
+    """Minimise ``fitness_fn`` with a genetic algorithm over embeddings, starting around ``x0``.
 
     Each generation is one ``fitness_fn`` call on all ``popsize`` members
     ``[popsize, *x0.shape]``. Then the ``elitism`` best are copied unchanged and the
@@ -391,7 +391,7 @@ def genetic(
     Crossover works per row (the last dim: one guide per stage) with a blend weight
     ``t ~ U(0, 1)`` per row: a fraction ``slerp_fraction`` of rows are blended
     spherically (``slerp``, right for directions: it keeps them off the origin), the
-    rest arithmetically, ``(1-t)·a + t·b`` as in seed 000.
+    rest arithmetically, ``(1-t)·a + t·b``.
     Mutation adds ``N(0, mutation_strength²)`` to each element with probability
     ``mutation_rate``. Strengths are absolute: a unit-norm row of dim D has elements of
     size about 1/sqrt(D) (0.044 for D=512).

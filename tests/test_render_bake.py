@@ -193,3 +193,24 @@ def test_bf16_autocast_runs_every_meta_optimiser(tiny_clip, monkeypatch):
         assert result.guides.dtype == torch.float32, meta
         assert torch.isfinite(result.guides).all() and torch.isfinite(result.baked_loss).all(), meta
         assert not torch.allclose(result.guides, initial_guides(embeddings, 2)), meta
+
+
+def test_batched_evolution_projects_each_prompt_onto_its_own_trust_region(tiny_clip):
+    """The elitist ES mutates all prompts' paths in one population; each prompt's mutants must be
+    projected around that prompt (in the free space a shared projection would pull every path to the first
+    prompt's region)."""
+    from core.bake import _batched_evolution
+    from core.render import Pipeline
+
+    prompts = ["a red circle", "a blue square", "a green star"]
+    embeddings = tiny_clip.encode_text(prompts)
+    settings = RenderSettings(size=32, steps_per_stage=1, cutn=1)
+    bake = BakeSettings(stages=2, meta_steps=3, population=3, sigma=0.5, trust_angle=0.2)
+    pipeline = Pipeline.build(settings, tiny_clip, bake.stages * settings.steps_per_stage)
+    guides, _ = _batched_evolution("free")(tiny_clip, embeddings, settings, bake, [0, 1, 2], 0, pipeline,
+                                           lambda step, point: None)
+    unit_guides = torch.nn.functional.normalize(guides, dim=-1)
+    unit_prompts = torch.nn.functional.normalize(embeddings, dim=-1)
+    angles = torch.arccos((unit_guides * unit_prompts[:, None]).sum(-1).clamp(-1, 1))  # [prompt, stage]
+    assert (angles <= bake.trust_angle + 1e-4).all(), angles
+    assert (angles > 0.01).any(), "the search moved the guides"
