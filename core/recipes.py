@@ -3,7 +3,8 @@
 A recipe is a name (`original` is `recipes/original.yaml` in the repository) or a path to a YAML
 file. Keys left out take the defaults below; command-line values that are given replace recipe
 values. `views`, `constraints` and `postproc` are lists of toolkit entries (sections below);
-without `views` the default chain is used. The resolved recipe is saved beside the images.
+without `views` the default chain is used. normal, microwave and auto_microwave save the resolved
+recipe beside each image (`<image>.yaml`); a baked path keeps it in its file.
 """
 
 from __future__ import annotations

@@ -401,10 +401,15 @@ def params_table(params) -> str:
         else:
             default = format_value(param.default)
         rows.append(
-            f"| `{param.name}` | `{default}` | {param.describe()}{param.bounds_text()} "
-            f"| {param.doc} |"
+            f"| `{param.name}` | `{_cell(default)}` | {_cell(param.describe() + param.bounds_text())} "
+            f"| {_cell(param.doc)} |"
         )
     return "\n".join(rows)
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a bare `|` would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def reference_markdown() -> str:
@@ -442,10 +447,10 @@ def reference_markdown() -> str:
 
 def write_reference(path: Path | str = REFERENCE_PATH) -> Path:
     """Write the generated reference to `path` (default `docs/reference.md`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(reference_markdown(), encoding="utf-8")
-    return path
+    from core.store import write_atomically
+
+    text = reference_markdown()
+    return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Baking at the hardware limit: how many prompts fit in one batch, one worker per GPU, Ray tasks.
 
-Every way of running goes through `core.batch.bake_many` with a `core.claims.ClaimQueue`, so one process,
-worker processes on the GPUs of a machine (`--gpus`) and Ray tasks on a cluster (`--ray`) can share one
-store: each prompt is claimed before it is baked, so it is baked once, and the prompt of a worker that
+Every way `batch_bake.py` runs goes through `core.batch.bake_many` with a `core.claims.ClaimQueue`, so one
+process, worker processes on the GPUs of a machine (`--gpus`) and Ray tasks on a cluster (`--ray`) can share
+one store: each prompt is claimed before it is baked, so it is baked once, and the prompt of a worker that
 dies is baked again by another once its claim expires.
 
 Batch size `auto`: on CUDA, a probe bake (one meta-step, the run's real settings) at P = 1 and P = 2
