@@ -61,7 +61,7 @@ class MemoryEstimate:
 _MEASURED: dict[tuple, MemoryEstimate] = {}  # per process: a Ray worker bakes many batches alike
 
 
-def measure_batch_size(clip, settings, meta, critic_clip=None) -> MemoryEstimate | None:
+def measure_batch_size(clip, settings, bake, critic_clip=None) -> MemoryEstimate | None:
     """How many prompts fit in one bake on the model's CUDA device (None on CPU: nothing to measure).
 
     Runs a probe bake at P = 1 and 2 and extrapolates peak memory linearly; `fits` is 0 when even one
@@ -74,11 +74,11 @@ def measure_batch_size(clip, settings, meta, critic_clip=None) -> MemoryEstimate
     device = clip.device
     if device.type != "cuda":
         return None
-    key = (str(device), clip.name, repr(settings), repr(meta), critic_clip and critic_clip.name)
+    key = (str(device), clip.name, repr(settings), repr(bake), critic_clip and critic_clip.name)
     if key in _MEASURED:
         return _MEASURED[key]
-    probe = replace(meta, meta_steps=1)
-    settings = replace(settings, steps_per_stage=max(1, min(settings.steps_per_stage, meta.unroll)))
+    probe = replace(bake, meta_steps=1)
+    settings = replace(settings, steps_per_stage=max(1, min(settings.steps_per_stage, bake.unroll)))
     embedding = torch.nn.functional.normalize(torch.randn(1, clip.embed_dim, device=device), dim=-1)
     critic_embedding = None if critic_clip is None else torch.nn.functional.normalize(
         torch.randn(1, critic_clip.embed_dim, device=critic_clip.device), dim=-1)
@@ -90,7 +90,7 @@ def measure_batch_size(clip, settings, meta, critic_clip=None) -> MemoryEstimate
         torch.cuda.reset_peak_memory_stats(device)
         try:
             critic = None if critic_clip is None else Critic(critic_clip, critic_embedding.repeat(prompts, 1),
-                                                             meta.critic_weight)
+                                                             bake.critic_weight)
             bake_prompts(clip, embedding.repeat(prompts, 1), settings, probe, list(range(prompts)), critic=critic)
         except torch.cuda.OutOfMemoryError:
             peaks.append(math.inf)  # memory is freed below, outside the handler that holds the traceback
@@ -109,12 +109,12 @@ def measure_batch_size(clip, settings, meta, critic_clip=None) -> MemoryEstimate
     return estimate
 
 
-def resolve_batch_size(batch_size: int | str, clip, settings, meta, prompts: int,
+def resolve_batch_size(batch_size: int | str, clip, settings, bake, prompts: int,
                        log=print, critic_clip=None) -> int:
     """The number of prompts per batched bake: `batch_size`, or for `auto` what fits (at most `prompts`)."""
     if batch_size != AUTO:
         return int(batch_size)
-    estimate = measure_batch_size(clip, settings, meta, critic_clip)
+    estimate = measure_batch_size(clip, settings, bake, critic_clip)
     if estimate is None:
         size = CPU_BATCH_SIZE
         log(f"batch size auto: {size} on {clip.device.type} (the fixed CPU value)")
@@ -127,9 +127,9 @@ def resolve_batch_size(batch_size: int | str, clip, settings, meta, prompts: int
     return max(1, min(size, max(1, prompts)))
 
 
-def oom_message(tried: int, clip, settings, meta, critic_clip=None) -> str:
+def oom_message(tried: int, clip, settings, bake, critic_clip=None) -> str:
     """The one-line error for a bake of `tried` prompts that ran out of GPU memory, naming a P that fits."""
-    estimate = measure_batch_size(clip, settings, meta, critic_clip)
+    estimate = measure_batch_size(clip, settings, bake, critic_clip)
     where = clip.device
     if estimate is None:
         return f"out of memory baking {tried} prompts at once on {where} (try a smaller --batch-size)"
