@@ -7,17 +7,18 @@ their own prompts (what baking changed in them), scaled by --path-weight.
   python auto_microwave.py "a red square" --k 2
 """
 from core import app, cli
+from core.auto import AUTO_MODES
 
 
 def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("prompt", help="the new prompt")
     parser.add_argument("--k", type=cli.int_at_least(1), default=2, help="how many nearest paths to blend")
-    parser.add_argument("--mode", choices=list(app.AUTO_MODES), default="transfer",
-                        help="; ".join(f"{name}: {doc}" for name, (doc, _) in app.AUTO_MODES.items()))
+    parser.add_argument("--mode", choices=list(AUTO_MODES), default="transfer",
+                        help="; ".join(f"{name}: {doc}" for name, (doc, _) in AUTO_MODES.items()))
     parser.add_argument("--path-weight", type=float, default=None,
                         help="weight of the paths (default: " + ", ".join(
-                            f"{weight:g} for {name}" for name, (_, weight) in app.AUTO_MODES.items()) + ")")
+                            f"{weight:g} for {name}" for name, (_, weight) in AUTO_MODES.items()) + ")")
     parser.add_argument("--leave-out", action="store_true", help="ignore a path baked for this very prompt")
     cli.add_image_arguments(parser)
     args = parser.parse_args()

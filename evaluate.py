@@ -8,6 +8,7 @@ Writes the images, results.csv and an HTML page with the methods side by side; p
   python evaluate.py prompts/scenes.txt --model scenes --judge scenes-judge
 """
 from core import app, cli
+from core.auto import AUTO_MODES
 from core.workers import batch_size_arg
 
 
@@ -18,7 +19,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=cli.int_at_least(1), default=3, help="random starts per prompt and method")
     parser.add_argument("--methods", default="normal,microwave,auto", help="comma-separated methods")
     parser.add_argument("--k", type=cli.int_at_least(1), default=2, help="nearest paths blended by auto")
-    parser.add_argument("--auto-mode", choices=list(app.AUTO_MODES), default="transfer",
+    parser.add_argument("--auto-mode", choices=list(AUTO_MODES), default="transfer",
                         help="how auto turns the nearest paths into stage targets (see auto_microwave.py)")
     parser.add_argument("--path-weight", type=float, default=None, help="weight of the paths in auto "
                                                                        "(default: the mode's, see auto_microwave.py)")

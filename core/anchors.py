@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from core.models import Clip
+from core.prompts import names_image_file
 
 # Words that carry no content of their own; every other word of a prompt becomes an anchor.
 STOP_WORDS = frozenset("a an the of on in at to and with is are its it this that".split())
@@ -51,7 +52,7 @@ def content_words(prompt: str, limit: int = MAX_WORD_ANCHORS) -> list[str]:
     words = []
     for part in prompt.split("|"):
         part = re.sub(r":\s*[+-]?[\d.]+\s*$", "", part)  # a trailing weight is not a word
-        if re.search(r"\.(png|jpe?g|webp)\s*$", part, re.IGNORECASE):
+        if names_image_file(part.strip()):
             continue
         for word in re.findall(r"[a-z]+", part.lower()):
             if word not in STOP_WORDS and word not in words:

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 from core.bake import BakeSettings
+from core.auto import auto_targets
 from core.cli import recipe_overrides
 from core.errors import UserError
 from core.models import Clip, load_clip, model_name, resolve_critic
+from core.prompts import names_image_file
 from core.render import ProgressReporter, RenderSettings, blend, from_image, random_pixels, replay, to_image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
+from core.tracking import tracker_for
 
 # --- targets -----------------------------------------------------------------------------------------
 
@@ -32,7 +32,7 @@ def encode_target(clip: Clip, text: str, truncate: bool = False, extra: str = ""
 
     if not text or not text.strip():
         raise UserError("empty prompt")
-    if text.lower().endswith(IMAGE_SUFFIXES) and "|" not in text:
+    if _is_one_image(text):
         if not Path(text).is_file():
             raise UserError(f"image file not found: {text}")
         if not extra:
@@ -50,7 +50,12 @@ def encode_target(clip: Clip, text: str, truncate: bool = False, extra: str = ""
 
 def target_label(text: str) -> str:
     """What a target is called in file names and logs (an image target by its file name)."""
-    return Path(text).stem if text.lower().endswith(IMAGE_SUFFIXES) and "|" not in text else text.strip()
+    return Path(text).stem if _is_one_image(text) else text.strip()
+
+
+def _is_one_image(text: str) -> bool:
+    """Whether a target is one image file alone (not weighted targets that include one)."""
+    return names_image_file(text) and "|" not in text
 
 
 # --- recipes -----------------------------------------------------------------------------------------
@@ -155,13 +160,6 @@ def make_output(args: argparse.Namespace, method: str, label: str, clip: Clip, r
                   args.upscale, args.save_every, args.gif, args.init, recipe_to_yaml(recipe))
 
 
-def tracker_for(args: argparse.Namespace, job: str, config: dict):
-    """The wandb tracker of a job (a no-op unless --wandb)."""
-    from core.tracking import Tracker
-
-    return Tracker(args.wandb, job, config)
-
-
 # --- the jobs ----------------------------------------------------------------------------------------
 
 def normal_job(args: argparse.Namespace) -> None:
@@ -233,54 +231,6 @@ def auto_microwave_job(args: argparse.Namespace) -> None:
         file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), args.seed, output,
                                args.quiet, tracker)
     print(f"saved {file}")
-
-
-# How auto_microwave turns the nearest paths into stage targets for a new prompt, and the default weight
-# of the paths in it (--path-weight).
-AUTO_MODES = {
-    "transfer": ("each path's offset from its own prompt (stage minus prompt embedding), averaged and added "
-                 "to the new prompt: what baking changed, without the neighbours' content", 1.0),
-    "mean": ("per-stage mean of the paths, mixed with the new prompt", 0.3),
-    "splice": ("each stage from one path at random, mixed with the new prompt", 0.3),
-}
-
-
-def auto_targets(clip: Clip, paths: list, embedding: torch.Tensor, mode: str = "transfer",
-                 path_weight: float | None = None, seed: int = 0) -> torch.Tensor:
-    """Stage targets [S, D] for a prompt embedding [D] from baked paths (core.store.BakedPath) of other prompts.
-
-    `transfer` (default; measured best, see the README): unit(prompt + w * mean_k(path_k - prompt_k)).
-    `mean` / `splice`: (1 - w) * prompt + w * mix of the paths. `w` = `path_weight` or the mode's default.
-    """
-    if mode not in AUTO_MODES:
-        raise UserError(f"unknown mode '{mode}' (use {', '.join(AUTO_MODES)})")
-    weight = AUTO_MODES[mode][1] if path_weight is None else path_weight
-    embedding = torch.nn.functional.normalize(embedding.float(), dim=-1)
-    if mode == "transfer":
-        stages = min(path.stages for path in paths)
-        offsets = []
-        for path in paths:
-            own = path.prompt_embedding
-            if own is None:  # legacy paths store no embedding: encode their prompt
-                own = clip.encode_text([path.prompt], truncate=True)[0]
-            own = torch.nn.functional.normalize(own.float().to(embedding.device), dim=-1)
-            guides = torch.nn.functional.normalize(path.guides[:stages].float().to(embedding.device), dim=-1)
-            offsets.append(guides - own)
-        return torch.nn.functional.normalize(embedding + weight * torch.stack(offsets).mean(dim=0), dim=-1)
-    mixed = mix_paths([path.guides for path in paths], mode, seed)
-    return blend(mixed.to(embedding.device), embedding, 1 - weight)
-
-
-def mix_paths(guides: list[torch.Tensor], mode: str, seed: int) -> torch.Tensor:
-    """One path [S, D] from k paths: `mean` per stage, or `splice` (each stage from a random path)."""
-    stages = min(g.shape[0] for g in guides)
-    stacked = torch.stack([torch.nn.functional.normalize(g[:stages].float(), dim=-1) for g in guides])
-    if mode == "mean":
-        return stacked.mean(dim=0)
-    if mode == "splice":
-        choice = torch.randint(len(guides), (stages,), generator=torch.Generator().manual_seed(seed))
-        return stacked[choice, torch.arange(stages)]
-    raise UserError(f"unknown mode '{mode}' (use mean or splice)")
 
 
 def evaluate_job(args: argparse.Namespace) -> None:

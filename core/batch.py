@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
-from core.app import IMAGE_SUFFIXES, tracker_for, bake_settings, encode_target, resolve_recipe, target_label
+from core.app import bake_settings, encode_target, resolve_recipe, target_label
 from core.anchors import prompt_anchors
 from core.bake import NEEDS_ANCHORS, BakeSettings, Critic, bake_prompts
 from core.errors import UserError
 from core.models import Clip, load_clip, resolve_critic
+from core.prompts import names_image_file
 from core.render import RenderSettings, random_pixels, replay, to_image
+from core.tracking import tracker_for
 
 
 def bake_job(args: argparse.Namespace) -> None:
@@ -100,7 +102,7 @@ def read_prompts(items: list[str]) -> list[str]:
     """Prompts from arguments: a file (one prompt a line, `#` comments, blanks skipped) or literal prompts."""
     prompts: list[str] = []
     for item in items:
-        if Path(item).is_file() and not item.lower().endswith(IMAGE_SUFFIXES):
+        if Path(item).is_file() and not names_image_file(item):
             for line in Path(item).read_text(encoding="utf-8").splitlines():
                 line = line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else ""
                 if line:
@@ -131,10 +133,10 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
     clip = clip or load_clip(args.model, args.device, getattr(args, "compile", False))
     recipe = resolve_recipe(args)
     settings = RenderSettings.from_recipe(recipe)
-    meta = bake_settings(recipe, args)
-    recipe.update(stages=meta.stages, meta_steps=meta.meta_steps)
-    meta.critic = resolve_critic(meta.critic, clip.name)  # path files record the model that scored
-    critic_clip = load_clip(meta.critic, args.device) if meta.critic else None
+    bake = bake_settings(recipe, args)
+    recipe.update(stages=bake.stages, meta_steps=bake.meta_steps)
+    bake.critic = resolve_critic(bake.critic, clip.name)  # path files record the model that scored
+    critic_clip = load_clip(bake.critic, args.device) if bake.critic else None
     overwrite = getattr(args, "overwrite", False)
     baked, skipped, failed = [], [], []
     todo: list[tuple[int, str, torch.Tensor]] = []  # (position in prompts, prompt, embedding)
@@ -154,7 +156,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
             for name in names:
                 queue.release(target_label(name))
 
-    size = workers.resolve_batch_size(batch_size, clip, settings, meta, len(todo), log,
+    size = workers.resolve_batch_size(batch_size, clip, settings, bake, len(todo), log,
                                        critic_clip) if todo else 1
     if queue is None:
         batches = (todo[first:first + size] for first in range(0, len(todo), size))
@@ -174,8 +176,8 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                 if critic_clip is not None:
                     critic = Critic(critic_clip, torch.stack([encode_target(critic_clip, name, args.truncate,
                                                                             recipe.get("targets", ""))
-                                                              for name in names]), meta.critic_weight)
-                result = _bake_batch(clip, names, embeddings, settings, meta, seeds, args, critic)
+                                                              for name in names]), bake.critic_weight)
+                result = _bake_batch(clip, names, embeddings, settings, bake, seeds, args, critic)
             except torch.cuda.OutOfMemoryError:
                 out_of_memory = True  # handled below: this traceback still holds the batch's GPU memory
             except (UserError, RuntimeError) as error:
@@ -184,7 +186,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                 continue
             if out_of_memory:
                 release(names)
-                raise UserError(workers.oom_message(len(batch), clip, settings, meta, critic_clip))
+                raise UserError(workers.oom_message(len(batch), clip, settings, bake, critic_clip))
             saved = []  # indexes in the batch of the paths now in the store
             for index, prompt in enumerate(names):
                 if queue is not None and not queue.holds(target_label(prompt)):
@@ -201,9 +203,9 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                 else:
                     baked.append(prompt)
                     saved.append(index)
-                    log(bake_log_line(prompt, result, index, file, settings, meta))
+                    log(bake_log_line(prompt, result, index, file, settings, bake))
                 release([prompt])
-            steps = len(batch) * meta.meta_steps * meta.stages * settings.steps_per_stage * max(1, meta.starts)
+            steps = len(batch) * bake.meta_steps * bake.stages * settings.steps_per_stage * max(1, bake.starts)
             timings.append((len(batch), time.monotonic() - batch_began, steps))
             log(BatchSummary.batch_line(len(timings), *timings[-1]))
             if getattr(args, "report", False) and saved:  # after the timing: a report replays its path
@@ -259,12 +261,12 @@ def write_bake_reports(clip: Clip, names: list[str], result, settings: RenderSet
 
 
 def _bake_batch(clip: Clip, names: list[str], embeddings: torch.Tensor, settings: RenderSettings,
-                meta: BakeSettings, seeds: list[int], args: argparse.Namespace, critic: Critic | None = None):
+                bake: BakeSettings, seeds: list[int], args: argparse.Namespace, critic: Critic | None = None):
     from tqdm.auto import tqdm
 
     label = names[0][:30] if len(names) == 1 else f"{len(names)} prompts"
-    bar = tqdm(total=meta.meta_steps, desc=f"bake {label}", disable=args.quiet, dynamic_ncols=True)
-    with tracker_for(args, "bake", {"prompts": names, **asdict(meta), **asdict(settings)}) as tracker:
+    bar = tqdm(total=bake.meta_steps, desc=f"bake {label}", disable=args.quiet, dynamic_ncols=True)
+    with tracker_for(args, "bake", {"prompts": names, **asdict(bake), **asdict(settings)}) as tracker:
         def on_meta_step(step: int, point: dict) -> None:
             bar.update(1)
             loss = point.get("meta_loss")
@@ -272,24 +274,24 @@ def _bake_batch(clip: Clip, names: list[str], embeddings: torch.Tensor, settings
             bar.set_postfix(meta_loss=f"{mean:.4f}")
             tracker.log({"meta_loss": mean, "meta_step": step})
 
-        anchors = prompt_anchors(clip, names, meta.anchor_words) if meta.meta in NEEDS_ANCHORS else None
-        result = bake_prompts(clip, embeddings, settings, meta, seeds, view_seed=args.seed,
+        anchors = prompt_anchors(clip, names, bake.anchor_words) if bake.meta in NEEDS_ANCHORS else None
+        result = bake_prompts(clip, embeddings, settings, bake, seeds, view_seed=args.seed,
                               on_meta_step=on_meta_step, anchors=anchors, critic=critic)
     bar.close()
     return result
 
 
 def bake_log_line(prompt: str, result, index: int, file: Path, settings: RenderSettings,
-                  meta: BakeSettings) -> str:
+                  bake: BakeSettings) -> str:
     """The line a bake prints: the baked path's held-out loss beside a normal run of the same steps."""
     from core.report import verdict_of
 
     baked, normal = float(result.baked_loss[index]), float(result.normal_loss[index])
     verdict, change = verdict_of(baked, normal)
-    steps = meta.stages * settings.steps_per_stage
+    steps = bake.stages * settings.steps_per_stage
     return (f"baked '{target_label(prompt)}' -> {file}\n"
-            f"  final loss by {f'the critic {meta.critic}' if meta.critic else 'the guide'} on "
-            f"{meta.eval_starts} held-out starts: baked path {baked:.4f} vs normal run "
+            f"  final loss by {f'the critic {bake.critic}' if bake.critic else 'the guide'} on "
+            f"{bake.eval_starts} held-out starts: baked path {baked:.4f} vs normal run "
             f"{normal:.4f} (same {steps} steps): {verdict} ({change:+.1f}%)")
 
 

@@ -24,6 +24,7 @@ from core.bake import derive_seed, initial_guides
 from core.errors import UserError
 from core.models import Clip
 from core.render import ProgressReporter, RenderSettings, random_pixels, replay, to_image
+from core.scenes import COLOURS, POSITION_PHRASES, RELATIONS
 
 METHODS = ("normal", "microwave", "auto")
 EVAL_SEED_BASE = 1_000_000  # evaluation starts never coincide with the seeds a bake uses
@@ -41,12 +42,9 @@ def start_seed(prompt: str, seed: int) -> int:
 
 # --- pixel checks of scene prompts -------------------------------------------------------------------
 
-_SIDE_OF_PHRASE = {"on the left": "left", "at the left": "left", "in the left half": "left",
-                   "on the right": "right", "at the right": "right", "in the right half": "right",
-                   "at the top": "top", "on the top": "top", "in the top half": "top",
-                   "at the bottom": "bottom", "on the bottom": "bottom", "in the bottom half": "bottom"}
-_RELATION_SIDES = {"to the left of": ("left", "right"), "to the right of": ("right", "left"),
-                   "above": ("top", "bottom"), "below": ("bottom", "top")}
+# The scenes' own phrases; a centred object has no half of the image to be checked in.
+_SIDE_OF_PHRASE = {phrase: side for side, phrases in POSITION_PHRASES.items() if side != "center"
+                   for phrase in phrases}
 
 
 def prompt_facts(prompt: str) -> list[tuple[str, str | None]]:
@@ -55,13 +53,11 @@ def prompt_facts(prompt: str) -> list[tuple[str, str | None]]:
     Two objects joined by a relation give a fact for each ('left of' -> left and right halves).
     Prompts that name no scene colour give no facts (and are not pixel-checked).
     """
-    from core.scenes import COLOURS
-
     text = prompt.lower()
     colours = [word for word in re.findall(r"[a-z]+", text) if word in COLOURS]
     if not colours:
         return []
-    for phrase, (first, second) in _RELATION_SIDES.items():
+    for phrase, (first, second) in RELATIONS.items():
         if f" {phrase} " in text and len(colours) >= 2:
             return [(colours[0], first), (colours[1], second)]
     side = next((side for phrase, side in _SIDE_OF_PHRASE.items() if phrase in text), None)
@@ -156,7 +152,7 @@ def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torc
                                 f"uses {stages}; bake it again with --stages {stages} or evaluate with that many")
         return torch.stack([path.guides for path in paths]).to(clip.device)
     if method == "auto":
-        from core.app import auto_targets
+        from core.auto import auto_targets
 
         targets = []
         for prompt, embedding in zip(prompts, embeddings):
@@ -182,9 +178,9 @@ def render_batch(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettin
 
 
 def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettings, stages: int, store: str,
-             seeds: int, methods: list[str], out_dir: Path, k: int = 2, path_weight: float | None = None,
+             seed_count: int, methods: list[str], out_dir: Path, k: int = 2, path_weight: float | None = None,
              quiet: bool = False, auto_mode: str = "transfer") -> Evaluation:
-    """Render prompts x seeds with each method (one batch per method), score, save images + CSV + HTML."""
+    """Render prompts x `seed_count` starts with each method (a batch per method); score; save images, CSV, HTML."""
     from core.images import save_png
     from core.report import write_comparison_page
     from core.store import slugify
@@ -196,8 +192,8 @@ def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettin
     for method in methods:
         began = time.monotonic()
         targets = method_targets(method, clip, prompts, embeddings, stages, store, k, path_weight, auto_mode)
-        batch_targets = targets.repeat_interleave(seeds, dim=0)
-        batch = [(prompt, seed) for prompt in prompts for seed in range(seeds)]
+        batch_targets = targets.repeat_interleave(seed_count, dim=0)
+        batch = [(prompt, seed) for prompt in prompts for seed in range(seed_count)]
         batch_prompts = [prompt for prompt, _ in batch]
         images = render_batch(clip, batch_targets, settings, [start_seed(prompt, seed) for prompt, seed in batch],
                               view_seed=EVAL_SEED_BASE, label=None if quiet else f"{method} ({len(batch)} images)")

@@ -27,6 +27,11 @@ WEIGHT_PATTERN = re.compile(
 )
 
 
+def names_image_file(text: str) -> bool:
+    """Whether `text` ends like an image file name (the file may or may not exist)."""
+    return text.lower().endswith(IMAGE_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class Target:
     """One target: `kind` is "text" or "image" (then `value` is the file path)."""
@@ -45,7 +50,7 @@ def parse_target(part: str) -> Target:
         text, weight = match.group("text").strip(), float(match.group("weight"))
     if not text:
         raise UserError(f"empty target in {part.strip()!r}; write targets like 'a lemon:1 | text:-0.5'")
-    if text.lower().endswith(IMAGE_SUFFIXES):
+    if names_image_file(text):
         path = Path(text).expanduser()
         if path.is_file():
             return Target("image", str(path), weight)

@@ -15,25 +15,30 @@ from typing import Any
 
 import yaml
 
+from core.bake import BakeSettings
 from core.constraints import build_constraints
 from core.errors import UserError
 from core.postproc import build_postproc
 from core.registry import Param
+from core.render import RenderSettings
 from core.transforms import DEFAULT_VIEWS, build_chain
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
+# The defaults are the settings dataclasses' own, declared once there.
+_RENDER, _BAKE = RenderSettings(), BakeSettings()
+
 RECIPE_PARAMS = (
-    Param("size", 128, "side of the rendered image in pixels", kind="int", minimum=8),
-    Param("stages", 10, "number of stages (one guide target each)", kind="int", minimum=1),
-    Param("steps_per_stage", 30, "optimisation steps per stage", kind="int", minimum=1),
-    Param("lr", 0.12, "learning rate of the pixel optimiser", kind="float", minimum=0),
-    Param("weight_decay", 0.0, "AdamW weight decay of the pixel optimiser", kind="float", minimum=0),
-    Param("tv_weight", 1.4, "weight of the total-variation loss (smoothness)", kind="float", minimum=0),
-    Param("range_weight", 1.0, "weight of the penalty on pixels outside [0, 1]", kind="float", minimum=0),
-    Param("cutn", 8, "views per image per step", kind="int", minimum=1),
+    Param("size", _RENDER.size, "side of the rendered image in pixels", kind="int", minimum=8),
+    Param("stages", _BAKE.stages, "number of stages (one guide target each)", kind="int", minimum=1),
+    Param("steps_per_stage", _RENDER.steps_per_stage, "optimisation steps per stage", kind="int", minimum=1),
+    Param("lr", _RENDER.lr, "learning rate of the pixel optimiser", kind="float", minimum=0),
+    Param("weight_decay", _RENDER.weight_decay, "AdamW weight decay of the pixel optimiser", kind="float", minimum=0),
+    Param("tv_weight", _RENDER.tv_weight, "weight of the total-variation loss (smoothness)", kind="float", minimum=0),
+    Param("range_weight", _RENDER.range_weight, "weight of the penalty on pixels outside [0, 1]", kind="float", minimum=0),
+    Param("cutn", _RENDER.cutn, "views per image per step", kind="int", minimum=1),
     Param("quantize", 0, "values per channel of the saved image (0: off)", kind="int", minimum=0),
-    Param("meta_steps", 30, "meta-optimisation steps (or generations) of a bake", kind="int", minimum=1),
+    Param("meta_steps", _BAKE.meta_steps, "meta-optimisation steps (or generations) of a bake", kind="int", minimum=1),
     Param("targets", "", "weighted targets added to every prompt, e.g. 'text, words:-0.5 | pixel art:0.5'",
           kind="text"),
     Param("views", copy.deepcopy(DEFAULT_VIEWS), "transform chain (see Transforms)", kind="list"),

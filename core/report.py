@@ -115,7 +115,7 @@ def _mean(value) -> float | None:
 # --------------------------------------------------------------------------- HTML helpers
 
 
-def _e(text) -> str:
+def _escape(text) -> str:
     """HTML-escape anything (prompts are user input), quotes included so it is safe in attributes."""
     return html.escape(str(text), quote=True)
 
@@ -129,7 +129,7 @@ def _href(target: str | os.PathLike, page_dir: Path) -> str:
     target = Path(target)
     if target.is_absolute():
         target = Path(os.path.relpath(target.resolve(), page_dir.resolve()))
-    return _e(quote(target.as_posix()))
+    return _escape(quote(target.as_posix()))
 
 
 def _number(value, digits: int = 4) -> str:
@@ -156,7 +156,7 @@ def _page(title: str, body: Iterable[str]) -> str:
         "<head>",
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title>",
+        f"<title>{_escape(title)}</title>",
         f"<style>{_STYLE}</style>",
         "</head>",
         "<body>",
@@ -226,13 +226,13 @@ def _image_figure(image: Tensor, folder: Path, stem: str, caption: str, prompt: 
     upscale = _upscale_for(height, width)
     file = save_png(image, folder, stem, metadata={"prompt": prompt}, upscale=upscale)
     return (f'<figure><img class="pixels" src="{_href(file.name, folder)}" '
-            f'width="{width * upscale}" height="{height * upscale}" alt="{_e(caption)}">'
-            f"<figcaption>{_e(caption)} · {width}×{height} px, shown ×{upscale}</figcaption></figure>")
+            f'width="{width * upscale}" height="{height * upscale}" alt="{_escape(caption)}">'
+            f"<figcaption>{_escape(caption)} · {width}×{height} px, shown ×{upscale}</figcaption></figure>")
 
 
 def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_loss, gif,
                       final_image, metadata) -> Path:
-    body = [f"<h1>Bake report: {_e(prompt)}</h1>"]
+    body = [f"<h1>Bake report: {_escape(prompt)}</h1>"]
 
     verdict, change = verdict_of(baked_loss, normal_loss)
     css = "good" if baked_loss < normal_loss else "bad"
@@ -243,7 +243,7 @@ def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_lo
         "<table>",
         "<tr><th>baked loss</th><th>normal loss</th><th>change</th><th>verdict</th></tr>",
         f'<tr><td class="num">{baked_loss:.4f}</td><td class="num">{normal_loss:.4f}</td>'
-        f'<td class="num">{change:+.1f}%</td><td class="{css}">{_e(verdict)}</td></tr>',
+        f'<td class="num">{change:+.1f}%</td><td class="{css}">{_escape(verdict)}</td></tr>',
         "</table>",
     ]
 
@@ -294,7 +294,7 @@ def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_lo
         text = json.dumps(metadata, indent=2, sort_keys=True, default=str, ensure_ascii=False)
     except (TypeError, ValueError):  # keys JSON cannot sort or hold (mixed types, tuples)
         text = pprint.pformat(metadata, width=100)
-    body.append(f"<pre>{_e(text)}</pre>")
+    body.append(f"<pre>{_escape(text)}</pre>")
 
     return _write_text(folder / "index.html", _page(f"Bake report: {prompt}", body))
 
@@ -333,9 +333,9 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
             total_seconds += float(seconds)
 
         css = {"baked": "good", "failed": "bad"}.get(status, "muted")
-        status_cell = f'<span class="{css}">{_e(status)}</span>'
+        status_cell = f'<span class="{css}">{_escape(status)}</span>'
         if entry.get("reason"):
-            status_cell += f"<br><small>{_e(entry['reason'])}</small>"
+            status_cell += f"<br><small>{_escape(entry['reason'])}</small>"
         link = "—"
         if entry.get("report"):
             report = Path(entry["report"])
@@ -346,7 +346,7 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
                 report = report / "index.html"
             link = f'<a href="{_href(report.resolve(), directory)}">report</a>'
         rows.append(
-            f"<tr><td class=\"num\">{number}</td><td>{_e(entry.get('prompt', ''))}</td>"
+            f"<tr><td class=\"num\">{number}</td><td>{_escape(entry.get('prompt', ''))}</td>"
             f"<td>{status_cell}</td>"
             f'<td class="num">{_number(None if baked is None else float(baked))}</td>'
             f'<td class="num">{_number(None if normal is None else float(normal))}</td>'
@@ -354,7 +354,7 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
             f'<td class="num">{"—" if seconds is None else f"{float(seconds):.1f}"}</td>'
             f"<td>{link}</td></tr>")
 
-    counts = ", ".join(f"{count} {_e(status)}" for status, count in statuses.items()) or "none"
+    counts = ", ".join(f"{count} {_escape(status)}" for status, count in statuses.items()) or "none"
     mean_change = f"{sum(changes) / len(changes):+.1f}%" if changes else "—"
     body = [
         "<h1>Batch bake</h1>",
@@ -410,28 +410,28 @@ def write_comparison_page(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    body = [f"<h1>{_e(title)}</h1>"]
+    body = [f"<h1>{_escape(title)}</h1>"]
 
     if summary:
         columns = _columns(summary)
         body.append("<h2>Summary</h2><table>")
-        body.append('<tr class="header">' + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>")
+        body.append('<tr class="header">' + "".join(f"<th>{_escape(c)}</th>" for c in columns) + "</tr>")
         for item in summary:
             cells = []
             for column in columns:
                 value = item.get(column)
                 css = ' class="num"' if _is_number(value) else ""
-                cells.append(f"<td{css}>{_e(_number(value))}</td>")
+                cells.append(f"<td{css}>{_escape(_number(value))}</td>")
             body.append('<tr class="summary">' + "".join(cells) + "</tr>")
         body.append("</table>")
 
     body.append("<h2>Images</h2><table>")
     body.append('<tr class="header"><th>prompt</th>'
-                + "".join(f"<th>{_e(method)}</th>" for method in methods) + "</tr>")
+                + "".join(f"<th>{_escape(method)}</th>" for method in methods) + "</tr>")
     for row in rows:
-        label = f"{_e(row.get('prompt', ''))}"
+        label = f"{_escape(row.get('prompt', ''))}"
         if row.get("seed") is not None:
-            label += f'<br><small class="muted">seed {_e(row["seed"])}</small>'
+            label += f'<br><small class="muted">seed {_escape(row["seed"])}</small>'
         cells = [f"<th>{label}</th>"]
         images, scores = row.get("images", {}), row.get("scores", {})
         for method in methods:
@@ -467,12 +467,12 @@ def _comparison_cell(directory: Path, method: str, image, scores: dict | None) -
         if size is not None:
             width, height = size
             upscale = _upscale_for(height, width)
-            parts.append(f'<img class="pixels" src="{_href(image, directory)}" alt="{_e(method)}" '
+            parts.append(f'<img class="pixels" src="{_href(image, directory)}" alt="{_escape(method)}" '
                          f'width="{width * upscale}" height="{height * upscale}">')
         else:
-            parts.append(f'<span class="bad">missing: {_e(image)}</span>')
+            parts.append(f'<span class="bad">missing: {_escape(image)}</span>')
     if scores:
-        items = "".join(f"<li>{_e(name)}: {_e(_number(value))}</li>" for name, value in scores.items())
+        items = "".join(f"<li>{_escape(name)}: {_escape(_number(value))}</li>" for name, value in scores.items())
         parts.append(f'<ul class="scores">{items}</ul>')
     return "".join(parts)
 

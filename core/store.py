@@ -6,6 +6,9 @@ reads both our format and the original tool's bare-tensor files (``load_path``),
 "which baked prompts are closest to this one?" (``nearest_paths``) with a cache of prompt
 embeddings so that each stored prompt is run through the text encoder only once per model.
 
+Names: a *path* is a ``BakedPath`` (what was baked), a *file* is where it is stored; ``find_path``
+returns the file (a ``pathlib.Path``) and ``load_path`` reads the ``BakedPath`` from it.
+
 The file format is described in ``baked/README.md``.
 """
 

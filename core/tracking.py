@@ -47,3 +47,8 @@ class Tracker:
         if self.run is not None:
             array = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype("uint8")
             self.run.log({key: self.wandb.Image(array)})
+
+
+def tracker_for(args, job: str, config: dict) -> Tracker:
+    """The tracker of a job run from the command line: logging to wandb only with `--wandb`."""
+    return Tracker(getattr(args, "wandb", False), job, config)

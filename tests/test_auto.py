@@ -1,11 +1,11 @@
-"""auto_microwave's stage targets from the nearest baked paths (core.app.auto_targets)."""
+"""auto_microwave's stage targets from the nearest baked paths (core.auto.auto_targets)."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from core.app import auto_targets
+from core.auto import auto_targets
 from core.errors import UserError
 from core.store import BakedPath
 
