@@ -138,18 +138,8 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
     bake.critic = resolve_critic(bake.critic, clip.name)  # path files record the model that scored
     critic_clip = load_clip(bake.critic, args.device) if bake.critic else None
     overwrite = getattr(args, "overwrite", False)
-    baked, skipped, failed = [], [], []
-    todo: list[tuple[int, str, torch.Tensor]] = []  # (position in prompts, prompt, embedding)
-    for position, prompt in enumerate(prompts):
-        try:
-            if find_path(args.store, target_label(prompt)) is not None and (skip_existing or not overwrite):
-                if skip_existing:
-                    skipped.append(prompt)
-                    continue
-                raise UserError(f"already baked: '{target_label(prompt)}' (use --overwrite to bake it again)")
-            todo.append((position, prompt, encode_target(clip, prompt, args.truncate, recipe.get("targets", ""))))
-        except UserError as error:
-            failed.append((prompt, str(error)))
+    todo, skipped, failed = _prompts_to_bake(prompts, clip, args, recipe, skip_existing, overwrite)
+    baked = []
 
     def release(names: list[str]) -> None:
         if queue is not None:
@@ -172,11 +162,9 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
             batch_began = time.monotonic()
             out_of_memory = False
             try:
-                critic = None
-                if critic_clip is not None:
-                    critic = Critic(critic_clip, torch.stack([encode_target(critic_clip, name, args.truncate,
-                                                                            recipe.get("targets", ""))
-                                                              for name in names]), bake.critic_weight)
+                critic = None if critic_clip is None else Critic(
+                    critic_clip, torch.stack([encode_target(critic_clip, name, args.truncate, recipe["targets"])
+                                              for name in names]), bake.critic_weight)
                 result = _bake_batch(clip, names, embeddings, settings, bake, seeds, args, critic)
             except torch.cuda.OutOfMemoryError:
                 out_of_memory = True  # handled below: this traceback still holds the batch's GPU memory
@@ -211,7 +199,7 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
             if getattr(args, "report", False) and saved:  # after the timing: a report replays its path
                 for index, report in zip(saved, write_bake_reports(clip, names, result, settings, seeds, recipe,
                                                                    args, saved)):
-                    reports[target_label(names[index])] = str(report)
+                    reports[names[index]] = str(report)
                     log(f"  report: {report}")
     finally:
         batches.close()  # a claim queue releases what it still holds
@@ -221,6 +209,26 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
                     if prompt not in accounted and find_path(args.store, target_label(prompt)) is not None]
     return BatchSummary(baked, skipped, failed, time.monotonic() - began,
                         sum(steps for _, _, steps in timings), tuple(timings), reports=reports)
+
+
+def _prompts_to_bake(prompts: list[str], clip: Clip, args: argparse.Namespace, recipe: dict, skip_existing: bool,
+                     overwrite: bool) -> tuple[list[tuple[int, str, torch.Tensor]], list[str], list[tuple[str, str]]]:
+    """Split `prompts` into those to bake, as (position in `prompts`, prompt, embedding), those skipped
+    (already in the store) and those failed (already baked without --overwrite, or a bad prompt)."""
+    from core.store import find_path
+
+    todo, skipped, failed = [], [], []
+    for position, prompt in enumerate(prompts):
+        try:
+            if find_path(args.store, target_label(prompt)) is not None and (skip_existing or not overwrite):
+                if skip_existing:
+                    skipped.append(prompt)
+                    continue
+                raise UserError(f"already baked: '{target_label(prompt)}' (use --overwrite to bake it again)")
+            todo.append((position, prompt, encode_target(clip, prompt, args.truncate, recipe["targets"])))
+        except UserError as error:
+            failed.append((prompt, str(error)))
+    return todo, skipped, failed
 
 
 def stage_images(clip: Clip, guides: torch.Tensor, settings: RenderSettings, seeds: list[int]) -> list[list[torch.Tensor]]:

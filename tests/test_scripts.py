@@ -142,10 +142,15 @@ def test_batch_bake_skips_goes_on_and_summarises(tmp_path):
     assert (reports / "batch.html").is_file() and (reports / "a_red_circle" / "index.html").is_file()
     # Baked again into another store, writing to the same outputs: the new report gets a folder of its own,
     # and the batch page links that one, not the first bake's.
-    ok(run_script("batch_bake.py", "a red circle", *FAST_BAKE, "--store", "other", cwd=tmp_path))
+    # An image target is listed and linked under its file name.
+    from core.images import save_png
+
+    image = save_png(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)), tmp_path, "photo", {})
+    ok(run_script("batch_bake.py", "a red circle", str(image), *FAST_BAKE, "--store", "other", cwd=tmp_path))
     assert (reports / "a_red_circle-1" / "index.html").is_file()
     third_page = (reports / "batch-2.html").read_text()
     assert 'href="a_red_circle-1/index.html"' in third_page and "a_red_circle/index.html" not in third_page
+    assert 'href="photo/index.html"' in third_page
 
 
 def test_user_errors_are_one_line(tmp_path):
