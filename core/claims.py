@@ -7,7 +7,8 @@ the claiming worker touches it every `ttl / 4` seconds while it bakes.
 
 A claim is *expired* when its heartbeat is older than `ttl` seconds (the worker died or hangs), or at once
 when its process no longer exists on this host (same host name and pid namespace). An expired claim is
-taken over by renaming it away (only one renamer wins) and claiming afresh. The worker that lost a claim
+taken over by one worker at a time (it holds `<slug>.claim.takeover`, created exclusively), which renames
+the claim away, checks it is still the one judged expired, and claims afresh. The worker that lost a claim
 (it was too slow to beat) notices at its next heartbeat or before saving, and does not save.
 
 Workers claim first and then check the store: a prompt baked and released meanwhile is then seen as
@@ -33,6 +34,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 CLAIMS_DIR = ".claims"
 DEFAULT_TTL = 120.0  # seconds without a heartbeat after which a claim is dead
+TAKEOVER_TTL = 30.0  # a take-over takes milliseconds: a lock this old belongs to a taker that died
 
 Item = TypeVar("Item")
 
@@ -122,20 +124,45 @@ def is_expired(claim: Claim, ttl: float, now: float | None = None) -> bool:
 
 
 def _take_over(file: Path, stale: Claim) -> bool:
-    """Remove the expired claim `stale` from `file`; False if someone else got there first.
+    """Remove the expired claim `stale` from `file`; False if another worker is taking it over, or it changed.
 
-    Renaming is atomic, so of several takers only one moves the file away. If what it moved is no longer
-    the claim judged expired (renewed, or already replaced by another taker), it is put back with
-    `link` (which never replaces a file) and the take-over is abandoned.
+    Takers first create `<file>.takeover` exclusively, so they never interleave, and under it check that
+    the file still holds the claim judged expired: a slow taker must not move away the fresh claim a faster
+    one has just written (while it was away, a third worker could claim too). Then the claim is renamed
+    away (atomic) and checked once more; if its owner renewed it meanwhile, it is put back with `link`
+    (which never replaces a file).
     """
+    lock = file.with_name(f"{file.name}.takeover")
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        try:
+            if time.time() - lock.stat().st_mtime > TAKEOVER_TTL:  # its taker died mid-way
+                lock.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
+        return False
+    try:
+        return _move_away_if_unchanged(file, stale)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _move_away_if_unchanged(file: Path, stale: Claim) -> bool:
+    def unchanged(claim: Claim | None) -> bool:
+        return claim is not None and (claim.token, claim.inode, claim.heartbeat) == (stale.token, stale.inode,
+                                                                                     stale.heartbeat)
+
+    # Another taker may have claimed afresh since `stale` was read: leave that claim alone, not even
+    # moving it for a moment (someone could create a second claim while it is away).
+    if not unchanged(read_claim(file)):
+        return False
     private = file.with_name(f"{file.name}.{uuid.uuid4().hex}.stale")
     try:
         os.rename(file, private)
     except FileNotFoundError:
         return False
-    moved = read_claim(private)
-    if moved is not None and (moved.token, moved.inode, moved.heartbeat) == (stale.token, stale.inode,
-                                                                             stale.heartbeat):
+    if unchanged(read_claim(private)):
         private.unlink(missing_ok=True)
         return True
     try:
@@ -168,14 +195,14 @@ def try_claim(store: str | os.PathLike, label: str, worker: str, ttl: float = DE
             json.dump(fields, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.utime(file, (now, now))
-        stat = os.stat(file)
+            os.utime(handle.fileno(), (now, now))  # through the descriptor: the file is ours, whatever its name
+            stat = os.fstat(handle.fileno())
         claim.heartbeat, claim.inode = stat.st_mtime, stat.st_ino
         return claim
     return None
 
 
-def holds(store: str | os.PathLike, claim: Claim) -> bool:
+def still_holds(store: str | os.PathLike, claim: Claim) -> bool:
     """True while `claim` is still the one in its file (not expired and taken over by someone else)."""
     current = read_claim(claim_file(store, claim.label))
     return current is not None and current.token == claim.token
@@ -183,7 +210,7 @@ def holds(store: str | os.PathLike, claim: Claim) -> bool:
 
 def refresh(store: str | os.PathLike, claim: Claim) -> bool:
     """The heartbeat: touch the claim file; False (and nothing touched) if the claim was lost."""
-    if not holds(store, claim):
+    if not still_holds(store, claim):
         return False
     now = time.time()
     try:
@@ -194,9 +221,9 @@ def refresh(store: str | os.PathLike, claim: Claim) -> bool:
     return True
 
 
-def release(store: str | os.PathLike, claim: Claim) -> None:
+def release_claim(store: str | os.PathLike, claim: Claim) -> None:
     """Remove `claim` if it is still ours (a lost claim belongs to its new owner and stays)."""
-    if holds(store, claim):
+    if still_holds(store, claim):
         claim_file(store, claim.label).unlink(missing_ok=True)
 
 
@@ -209,17 +236,16 @@ class ClaimQueue:
 
     def __init__(self, store: str | os.PathLike, worker: str | None = None, ttl: float = DEFAULT_TTL,
                  workers: int = 1, log: Callable[[str], None] = print):
-        if ttl <= 0:
+        if not math.isfinite(ttl) or ttl <= 0:  # nan would never expire a claim
             from core.errors import UserError
 
-            raise UserError(f"--claim-ttl must be positive, got {ttl}")
+            raise UserError(f"--claim-ttl must be a positive number of seconds, got {ttl}")
         self.store = Path(store)
         self.worker = worker or worker_id()
         self.ttl = float(ttl)
         self.workers = max(1, int(workers))
         self.log = log
         self.held: dict[str, Claim] = {}
-        self.lost: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
@@ -233,7 +259,6 @@ class ClaimQueue:
             return False
         with self._lock:
             self.held[label] = claim
-            self.lost.discard(label)
         self._start_heartbeat()
         return True
 
@@ -241,14 +266,14 @@ class ClaimQueue:
         """True if the prompt's claim is still ours (checked on disk: call it right before saving)."""
         with self._lock:
             claim = self.held.get(label)
-        return claim is not None and holds(self.store, claim)
+        return claim is not None and still_holds(self.store, claim)
 
     def release(self, label: str) -> None:
         """Give up the claim of a prompt (baked, failed, or not to be baked after all)."""
         with self._lock:
             claim = self.held.pop(label, None)
         if claim is not None:
-            release(self.store, claim)
+            release_claim(self.store, claim)
 
     def close(self) -> None:
         """Release every claim still held and stop the heartbeat."""
@@ -268,15 +293,26 @@ class ClaimQueue:
     # --- heartbeat ---
 
     def beat(self) -> None:
-        """Refresh every held claim once; a claim found lost is dropped (and logged)."""
+        """Refresh every held claim once; a claim found lost is dropped (and logged).
+
+        A file-system error (a stale NFS handle, say) is logged and the claim kept: the next beat tries
+        again, and the heartbeat thread lives on.
+        """
         with self._lock:
             claims = list(self.held.values())
         for claim in claims:
-            if not refresh(self.store, claim):
-                with self._lock:
-                    if self.held.get(claim.label) is claim:
-                        del self.held[claim.label]
-                        self.lost.add(claim.label)
+            try:
+                kept = refresh(self.store, claim)
+            except OSError as error:
+                self.log(f"warning: could not refresh the claim of '{claim.label}': {error}")
+                continue
+            if kept:
+                continue
+            with self._lock:
+                lost = self.held.get(claim.label) is claim  # not released meanwhile
+                if lost:
+                    del self.held[claim.label]
+            if lost:
                 self.log(f"warning: lost the claim of '{claim.label}' (heartbeat too late); another worker "
                          f"may bake it")
 

@@ -72,11 +72,72 @@ def test_expired_claim_is_taken_over(tmp_path):
     os.utime(file, (time.time() - 11, time.time() - 11))  # no heartbeat for 11 s
     new = claims.try_claim(tmp_path, "a cat", "second", ttl=10)
     assert new is not None and new.worker == "second"
-    assert not claims.holds(tmp_path, old) and claims.holds(tmp_path, new)
+    assert not claims.still_holds(tmp_path, old) and claims.still_holds(tmp_path, new)
     assert not claims.refresh(tmp_path, old)  # the first worker's heartbeat finds its claim lost
-    claims.release(tmp_path, old)  # and releasing it leaves the new owner's claim alone
+    claims.release_claim(tmp_path, old)  # and releasing it leaves the new owner's claim alone
     assert json.loads(file.read_text())["worker"] == "second"
     assert sorted(p.name for p in file.parent.iterdir()) == [file.name]  # no stale leftovers
+
+
+def test_many_takers_of_one_expired_claim_leave_one_live_claim(tmp_path):
+    """Takers of an expired claim never move each other's fresh claim away (they take over one at a time)."""
+    file = claims.claim_file(tmp_path, "a fox")
+    for round_ in range(30):  # a race: several rounds give it chances to show
+        assert claims.try_claim(tmp_path, "a fox", "dead", ttl=10) is not None
+        os.utime(file, (time.time() - 11, time.time() - 11))
+        barrier = threading.Barrier(6)
+        won, errors = [], []
+
+        def taker(index: int) -> None:
+            barrier.wait()
+            try:
+                claim = claims.try_claim(tmp_path, "a fox", f"taker-{index}", ttl=10)
+            except Exception as error:  # noqa: BLE001 - any error is a failure of the protocol
+                errors.append(error)
+            else:
+                if claim is not None:
+                    won.append(claim)
+
+        threads = [threading.Thread(target=taker, args=(index,)) for index in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors and len(won) <= 1, (round_, errors, won)
+        if won:
+            assert claims.still_holds(tmp_path, won[0]), round_
+        assert sorted(p.name for p in file.parent.iterdir()) == [file.name], round_  # no lock or stale copy left
+        file.unlink()
+
+
+def test_a_dead_takers_lock_expires(tmp_path):
+    claims.try_claim(tmp_path, "a hen", "dead", ttl=10)
+    file = claims.claim_file(tmp_path, "a hen")
+    os.utime(file, (time.time() - 11, time.time() - 11))
+    lock = file.with_name(file.name + ".takeover")
+    lock.touch()  # another taker is at work: wait for it
+    assert claims.try_claim(tmp_path, "a hen", "next", ttl=10) is None and lock.exists()
+    old = time.time() - claims.TAKEOVER_TTL - 1
+    os.utime(lock, (old, old))  # ... that taker died mid-way: its lock is cleared, the next try succeeds
+    assert claims.try_claim(tmp_path, "a hen", "next", ttl=10) is None and not lock.exists()
+    assert claims.try_claim(tmp_path, "a hen", "next", ttl=10).worker == "next"
+
+
+def test_heartbeat_survives_a_file_system_error(tmp_path, monkeypatch):
+    lines = []
+    with claims.ClaimQueue(tmp_path, "owner", ttl=60, log=lines.append) as queue:
+        assert queue.claim("a bee")
+
+        def broken(store, claim):
+            raise OSError(116, "Stale file handle")
+
+        monkeypatch.setattr(claims, "refresh", broken)
+        queue.beat()
+        assert "a bee" in queue.held and lines == ["warning: could not refresh the claim of 'a bee': "
+                                                   "[Errno 116] Stale file handle"]
+        monkeypatch.undo()
+        queue.beat()
+        assert queue.holds("a bee") and len(lines) == 1
 
 
 def test_live_claim_is_kept_by_its_heartbeat_and_released(tmp_path):
@@ -99,7 +160,7 @@ def test_claim_of_a_dead_process_expires_at_once(tmp_path):
     file.write_text(json.dumps({**json.loads(file.read_text()), "pid": child.pid}))
     assert claims.is_expired(claims.read_claim(file), ttl=3600)
     assert claims.try_claim(tmp_path, "a tree", "alive", ttl=3600) is not None
-    assert not claims.holds(tmp_path, claim)
+    assert not claims.still_holds(tmp_path, claim)
 
 
 def test_queue_spreads_batches_and_drops_baked(tmp_path):
@@ -120,10 +181,10 @@ def test_queue_spreads_batches_and_drops_baked(tmp_path):
 # --- batch size --------------------------------------------------------------------------------------
 
 def test_batch_size_auto_on_cpu_is_the_documented_value(tiny_clip):
-    settings, meta = RenderSettings(size=32), BakeSettings()
-    assert workers.resolve_batch_size("auto", tiny_clip, settings, meta, prompts=100) == workers.CPU_BATCH_SIZE == 8
-    assert workers.resolve_batch_size("auto", tiny_clip, settings, meta, prompts=3) == 3
-    assert workers.resolve_batch_size(5, tiny_clip, settings, meta, prompts=100) == 5
+    settings, bake = RenderSettings(size=32), BakeSettings()
+    assert workers.resolve_batch_size("auto", tiny_clip, settings, bake, prompts=100) == workers.CPU_BATCH_SIZE == 8
+    assert workers.resolve_batch_size("auto", tiny_clip, settings, bake, prompts=3) == 3
+    assert workers.resolve_batch_size(5, tiny_clip, settings, bake, prompts=100) == 5
 
 
 def test_out_of_memory_names_a_batch_size_that_fits(tmp_path, monkeypatch, tiny_clip):
@@ -132,7 +193,7 @@ def test_out_of_memory_names_a_batch_size_that_fits(tmp_path, monkeypatch, tiny_
 
     monkeypatch.setattr(batch, "bake_prompts", out_of_memory)
     monkeypatch.setattr(workers, "measure_batch_size",
-                        lambda clip, settings, meta, critic_clip=None: workers.MemoryEstimate(1e9, 2e9, 10 * 2**30, 3))
+                        lambda clip, settings, bake, critic_clip=None: workers.MemoryEstimate(1e9, 2e9, 10 * 2**30, 3))
     args = bake_args(tmp_path)
     with claims.ClaimQueue(tmp_path, "w", ttl=60) as queue, pytest.raises(UserError) as error:
         batch.bake_many(["a", "b", "c", "d"], args, batch_size=4, queue=queue, clip=tiny_clip, log=lambda line: None)
@@ -159,17 +220,17 @@ def test_auto_batch_size_measured_on_cuda_fits():
     from core.models import load_clip
 
     clip = load_clip("tiny", "cuda")
-    settings, meta = RenderSettings(size=32, steps_per_stage=2, cutn=2), BakeSettings(stages=2, meta_steps=1,
+    settings, bake = RenderSettings(size=32, steps_per_stage=2, cutn=2), BakeSettings(stages=2, meta_steps=1,
                                                                                       eval_starts=1)
-    alone = workers.measure_batch_size(clip, settings, meta)
+    alone = workers.measure_batch_size(clip, settings, bake)
     critic_clip = bench.bench_clip(bench.RN50, "cuda")  # a bigger critic than the guide, as for ViT-B/32
-    estimate = workers.measure_batch_size(clip, settings, meta, critic_clip)
+    estimate = workers.measure_batch_size(clip, settings, bake, critic_clip)
     assert estimate.per_prompt > alone.per_prompt > 0 and estimate.fits >= 2
     prompts = min(estimate.fits, 64)
     embeddings = torch.nn.functional.normalize(torch.randn(prompts, clip.embed_dim, device="cuda"), dim=-1)
     critic_embeddings = torch.randn(prompts, critic_clip.embed_dim, device="cuda")
     critic = Critic(critic_clip, torch.nn.functional.normalize(critic_embeddings, dim=-1))
-    bake_prompts(clip, embeddings, settings, meta, list(range(prompts)), critic=critic)  # no OutOfMemoryError
+    bake_prompts(clip, embeddings, settings, bake, list(range(prompts)), critic=critic)  # no OutOfMemoryError
 
 
 # --- worker processes and Ray, through the script ----------------------------------------------------
@@ -181,7 +242,7 @@ PROMPTS = ["a red circle", "a blue square", "a green tree", "a yellow cat"]
 def test_two_cpu_workers_bake_each_prompt_once(tmp_path):
     store = tmp_path / "store"
     result = run_script("batch_bake.py", *PROMPTS, *SMALL, "--store", str(store), "--gpus", "cpu:2",
-                        "--batch-size", "1", env=ONE_THREAD)
+                        "--batch-size", "1", env=ONE_THREAD, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert baked_lines(result.stdout) == {prompt: 1 for prompt in PROMPTS}
     assert len(list(store.glob("*.pt"))) == 4
@@ -210,7 +271,7 @@ def test_prompt_of_a_killed_worker_is_baked_by_another(tmp_path):
         victim.wait()
     assert claim.exists() and not list(store.glob("*.pt"))  # killed mid-bake: a claim, no path
     result = run_script("batch_bake.py", "a red circle", *SMALL, "--store", str(store), "--claim-ttl", "2",
-                        env=ONE_THREAD)
+                        env=ONE_THREAD, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert baked_lines(result.stdout) == {"a red circle": 1}
     assert [p.name for p in store.glob("*.pt")] == ["a_red_circle.pt"] and not claim.exists()
@@ -221,7 +282,8 @@ def test_ray_tasks_bake_into_the_store(tmp_path):
     pytest.importorskip("ray")
     store = tmp_path / "store"
     result = run_script("batch_bake.py", *PROMPTS[:3], *SMALL, "--store", str(store), "--ray", "auto",
-                        "--batch-size", "1", env={**ONE_THREAD, "RAY_DISABLE_USAGE_STATS": "1"}, timeout=240)
+                        "--batch-size", "1", env={**ONE_THREAD, "RAY_DISABLE_USAGE_STATS": "1"}, timeout=240,
+                        cwd=tmp_path)
     if result.returncode != 0 and "task slots" not in result.stdout:  # ray.init itself failed
         pytest.skip(f"Ray cannot start on this machine: {result.stderr.strip().splitlines()[-1:]}")
     assert result.returncode == 0, result.stderr
