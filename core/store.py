@@ -184,12 +184,14 @@ def _legacy_file_name(prompt: str) -> str | None:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None], replace: bool = True) -> Path:
     """Write a file so that ``target`` is either absent/old or complete, never partial.
 
     ``write`` gets a binary file object for a temporary file in the same directory (a hidden
     ``.<name>.*.tmp``), which is flushed, fsynced and then renamed over ``target`` with
-    ``os.replace``. On any error the temporary file is removed and the error re-raised.
+    ``os.replace``. With ``replace=False`` it is published with ``os.link`` instead, which fails with
+    FileExistsError if ``target`` exists, however recently it appeared. On any error the temporary
+    file is removed and the error re-raised.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +204,10 @@ def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None
             os.fsync(handle.fileno())
         # mkstemp makes the file private (0600); a stored path or image is an ordinary file.
         os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            _publish_new(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -269,6 +274,20 @@ def _to_file_dict(path: BakedPath) -> dict:
     }
 
 
+def _publish_new(tmp: Path, target: Path) -> None:
+    """Give the complete file ``tmp`` the name ``target`` unless that name exists (FileExistsError)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (a narrow race remains)
+        if os.path.lexists(target):
+            raise FileExistsError(target) from None
+        os.replace(tmp, target)
+        return
+    tmp.unlink()
+
+
 def save_path(store_dir: str | os.PathLike, path: BakedPath, overwrite: bool = False) -> Path:
     """Write ``path`` into the store and return the file written.
 
@@ -276,7 +295,8 @@ def save_path(store_dir: str | os.PathLike, path: BakedPath, overwrite: bool = F
     (e.g. a legacy file, which ``overwrite`` then upgrades in place rather than leaving two
     files for one prompt). Raises UserError if the prompt is already baked and not
     ``overwrite``, or if the slug's file holds a different prompt. The write is atomic.
-    Concurrent writers of the same prompt with ``overwrite`` leave one complete file (the last).
+    Concurrent writers of the same prompt with ``overwrite`` leave one complete file (the last);
+    without it, one of them writes and the others get the UserError.
     """
     store_dir = Path(store_dir)
     data = _to_file_dict(path)  # before touching the disk, so a bad recipe writes nothing
@@ -289,19 +309,25 @@ def save_path(store_dir: str | os.PathLike, path: BakedPath, overwrite: bool = F
         target = store_dir / f"{slugify(path.prompt)}.pt"
         if os.path.lexists(target):
             try:
-                other = load_path(target)
+                held = load_path(target).prompt
             except UserError:
-                if not overwrite:
-                    raise UserError(
-                        f"{target} exists and cannot be read as a baked path; use --overwrite"
-                    ) from None
-            else:
+                held = None
+            if held is None and not overwrite:
+                raise UserError(f"{target} exists and cannot be read as a baked path; use --overwrite")
+            if held is not None and held != path.prompt:
                 # Should not happen (slugs differ for different prompts); never destroy it.
                 raise UserError(
-                    f"{target} already holds a different prompt ({other.prompt!r}); "
+                    f"{target} already holds a different prompt ({held!r}); "
                     f"not overwriting it with {path.prompt!r}"
                 )
-    write_atomically(target, lambda handle: torch.save(data, handle))
+            if held == path.prompt and not overwrite:  # saved by another run since find_path looked
+                raise UserError(f"already baked: {path.prompt!r} in {target}; use --overwrite")
+    try:
+        # Without --overwrite, never replace: another bake of this prompt may have saved since the check.
+        write_atomically(target, lambda handle: torch.save(data, handle), replace=overwrite)
+    except FileExistsError:
+        raise UserError(f"already baked: {path.prompt!r} in {target} (saved meanwhile by another run); "
+                        f"use --overwrite") from None
     return target
 
 
@@ -641,6 +667,6 @@ def nearest_paths(
 __all__ = [
     "FORMAT_VERSION", "DEFAULT_STORE", "LEGACY_MODEL_NAME", "BakedPath", "slugify",
     "legacy_prompt", "write_atomically", "save_path", "load_path", "check_compatible",
-    "list_paths", "find_path", "prompt_embeddings", "spherical_distance", "nearest_paths",
+    "list_paths", "find_path", "prompt_embeddings", "nearest_paths",
     "utc_now_iso",
 ]

@@ -187,6 +187,19 @@ def test_saving_twice_needs_overwrite(tmp_path):
     assert torch.equal(load_path(tmp_path / "a_red_square.pt").guides, make_path(seed=1).guides)
 
 
+def test_a_path_saved_meanwhile_is_not_replaced(tmp_path, monkeypatch):
+    """Two runs bake one prompt: both find it missing, the first saves; the second must not replace it."""
+    save_path(tmp_path, make_path(seed=0))
+    # Both checks ran before the first run saved:
+    monkeypatch.setattr(store, "find_path", lambda store_dir, prompt: None)
+    monkeypatch.setattr(store.os.path, "lexists", lambda file: False)
+    with pytest.raises(UserError, match=r"already baked: 'a red square'.*saved meanwhile"):
+        save_path(tmp_path, make_path(seed=1))
+    monkeypatch.undo()
+    assert torch.equal(load_path(tmp_path / "a_red_square.pt").guides, make_path(seed=0).guides)
+    assert [file.name for file in tmp_path.iterdir()] == ["a_red_square.pt"]  # no temporary file left
+
+
 def test_slug_file_with_other_prompt_is_never_overwritten(tmp_path):
     other = make_path(prompt="something else")
     torch.save(store._to_file_dict(other), tmp_path / "a_red_square.pt")
@@ -212,10 +225,11 @@ def test_unstorable_recipe_writes_nothing(tmp_path):
 
 
 def test_crash_at_rename_leaves_no_file(tmp_path, monkeypatch):
-    def broken_replace(src, dst):
+    def broken_rename(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_rename)  # how a file replaces another
+    monkeypatch.setattr(os, "link", broken_rename)  # how a new file gets its name
     with pytest.raises(OSError, match="disk gone"):
         save_path(tmp_path / "baked", make_path())
     assert files_in(tmp_path / "baked") == []
