@@ -33,8 +33,8 @@ TRANSFORMS = Registry(
     """,
 )
 
-# No mirroring by default: a mirrored view turns "on the left" into "on the right", so prompts that say
-# where things are would be aimed at both sides at once.
+# The default chain does not mirror (cutouts' own `flip` default of 0.5 does): a mirrored view turns "on
+# the left" into "on the right", so prompts that say where things are would be aimed at both sides at once.
 DEFAULT_VIEWS = [
     {"cutouts": {"scale": [0.5, 1.0], "whole": 0.125, "flip": 0.0, "degree": [-5, 5], "shear": [-3, 3],
                  "noise": 0.02}},
@@ -362,7 +362,8 @@ def cutouts(images, values, context):
 
     Each view is a crop whose side is a random fraction (`scale`) of the image side at a random
     position, with a small random rotation and shear and an optional mirror; the first
-    `round(whole * cutn)` views of each image show the whole image instead. All views are sampled
+    `round(whole * cutn)` views of each image show the whole image instead (for a non-square image,
+    a square of its shorter side at a random position). All views are sampled
     with one `affine_grid` + `grid_sample`, then noise is added. Usually the first transform of a chain.
     """
     count, channels, height, width = images.shape

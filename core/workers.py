@@ -298,8 +298,11 @@ def _init_ray(address: str):
             except ConnectionError:
                 pass
         # tasks pass only prompts and summaries around: a small object store is plenty
-        ray.init(address="local", include_dashboard=False, object_store_memory=100 * 1024 * 1024,
-                 runtime_env=runtime_env)
+        try:
+            ray.init(address="local", include_dashboard=False, object_store_memory=100 * 1024 * 1024,
+                     runtime_env=runtime_env)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            raise UserError(f"cannot start a local Ray instance: {str(error).splitlines()[0]}") from None
         return ray, True
     else:
         try:
@@ -334,7 +337,7 @@ def run_ray(prompts: list[str], args: argparse.Namespace):
             done, running = ray.wait(running, num_returns=1)
             try:
                 summary = ray.get(done[0])
-            except ray.exceptions.RayTaskError as error:  # the task raised: a user error stops the run
+            except ray.exceptions.RayTaskError as error:  # the task raised (a user error or a bug): stop the run
                 cause = getattr(error, "cause", None)
                 errors.append(str(cause) if isinstance(cause, UserError)
                               else f"a Ray task failed: {type(cause).__name__}: {cause}")

@@ -53,7 +53,10 @@ def test_bake_rate_extrapolates_a_full_bake(tiny_clip, one_thread):
                                                                       eval_starts=1))
     assert rate.meta_steps == 100 and rate.inner_steps == 2 * 2 * 2 * 2  # P x starts x stages x steps
     assert 0 < rate.meta_step_seconds < 5 and 0 < rate.fixed_seconds < 5
-    assert rate.per_hour() == pytest.approx(2 * 3600 / (rate.fixed_seconds + 100 * rate.meta_step_seconds))
+    # 2 prompts in 20 s once plus 100 meta-steps of 1 s: 120 s, so 60 prompts an hour.
+    made_up = bench.BakeRate(prompts=2, meta_steps=100, meta_step_seconds=1.0, fixed_seconds=20.0, inner_steps=16,
+                             critic="none")
+    assert made_up.per_hour() == 60.0
 
 
 def test_bench_table_names_the_bake_and_its_targets():

@@ -128,4 +128,5 @@ def test_evaluation_starts_are_distinct_per_prompt_and_stable():
     seeds = [start_seed(prompt, seed) for prompt in prompts for seed in range(3)]
     assert len(set(seeds)) == 9  # no two (prompt, seed) pairs share a random start
     assert all(seed >= EVAL_SEED_BASE for seed in seeds)
-    assert start_seed("a red star", 1) == seeds[1]  # the same start for every method and every run
+    # The same start for every method, run and version: the README's tables compare runs made months apart.
+    assert start_seed("a red star", 1) == seeds[1] == 741432052

@@ -105,8 +105,8 @@ def test_without_unroll_no_gradient_reaches_the_guides(tiny_clip):
 def test_baked_path_beats_initial_path_on_unseen_starts(tiny_clip):
     """(b) After baking, replays from starts never used in baking end at a lower mean meta-loss."""
     embeddings = tiny_clip.encode_text(["a red circle", "a blue square"])
-    meta = BakeSettings(stages=3, meta_steps=40, meta_lr=0.01, unroll=1, eval_starts=2)
-    result = bake_prompts(tiny_clip, embeddings, SMALL, meta, seeds=[1, 2])
+    bake = BakeSettings(stages=3, meta_steps=40, meta_lr=0.01, unroll=1, eval_starts=2)
+    result = bake_prompts(tiny_clip, embeddings, SMALL, bake, seeds=[1, 2])
     pipeline = Pipeline.build(SMALL, tiny_clip)
     unseen = [1000, 2000]  # seeds never used by the bake
     with torch.no_grad():
@@ -122,10 +122,10 @@ def test_baked_path_beats_initial_path_on_unseen_starts(tiny_clip):
 def test_batched_bake_equals_one_by_one(tiny_clip):
     """Baking P prompts together gives the same guides as baking each alone with the same seeds."""
     embeddings = tiny_clip.encode_text(["a red circle", "a green star", "a yellow cross"])
-    meta = BakeSettings(stages=2, meta_steps=3, meta_lr=0.01, unroll=1, eval_starts=1)
-    together = bake_prompts(tiny_clip, embeddings, SMALL, meta, seeds=[4, 5, 6], view_seed=3)
+    bake = BakeSettings(stages=2, meta_steps=3, meta_lr=0.01, unroll=1, eval_starts=1)
+    together = bake_prompts(tiny_clip, embeddings, SMALL, bake, seeds=[4, 5, 6], view_seed=3)
     for index, seed in enumerate([4, 5, 6]):
-        alone = bake_prompts(tiny_clip, embeddings[index:index + 1], SMALL, meta, seeds=[seed], view_seed=3)
+        alone = bake_prompts(tiny_clip, embeddings[index:index + 1], SMALL, bake, seeds=[seed], view_seed=3)
         assert torch.allclose(together.guides[index], alone.guides[0], atol=1e-5)
         assert torch.allclose(together.baked_loss[index], alone.baked_loss[0], atol=1e-5)
 

@@ -13,7 +13,7 @@ from core.prompts import Target, combine_targets, parse_targets
 from core.recipes import DEFAULT_RECIPE, load_recipe, merge_overrides, recipe_to_yaml, validate_recipe
 from core.registry import REFERENCE_PATH, reference_markdown
 from core.schedule import Ramp, is_active, parse_position, value_at
-from core.transforms import DEFAULT_VIEWS, TRANSFORMS, build_chain, roll_images
+from core.transforms import TRANSFORMS, build_chain, roll_images
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -216,8 +216,19 @@ def test_help_text_has_one_line_per_entry():
         assert [line.split("(")[0] for line in lines] == registry.names()
 
 
-def test_default_views_build():
-    assert build_chain(None, 8).steps == build_chain(DEFAULT_VIEWS, 8).steps
+def test_default_views_never_mirror():
+    """A mirrored view would teach "on the left" as "on the right": the default chain keeps sides
+    (a bare `cutouts` entry, whose flip chance is 0.5, does not)."""
+    image = torch.zeros(1, 3, 32, 32)
+    image[:, 0, :, :16] = 1.0  # red in the left half only
+
+    def mirrored_views(config) -> int:
+        views = build_chain(config, 16)(image, 0.0, torch.Generator().manual_seed(0), 64)
+        red = views[:, 0]
+        return int((red[..., 8:].mean(dim=(1, 2)) > red[..., :8].mean(dim=(1, 2)) + 0.05).sum())
+
+    assert mirrored_views(None) == 0
+    assert mirrored_views(["cutouts"]) > 10
 
 
 # ---------------------------------------------------------------- constraints
