@@ -11,7 +11,7 @@ An entry is active while `start <= progress < end`; an end at the end of the run
 (`1.0`, `100%`, or the last step count) includes the very last step.
 
 `progress` is `step / total_steps` in `[0, 1]`; steps are turned into fractions the same way,
-so a step-based `start`/`end` needs the run's total step count.
+so a step-based `start`/`end` needs the run's total step count, and one past it is an error.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ def position_fraction(value: Any, total_steps: int | None, default: float, name:
     if isinstance(position, int):
         if not total_steps:
             raise UserError(f"{name} {value!r} is given in steps, but the total step count is unknown here")
+        if position > total_steps:  # a step count written for a longer run: never reached
+            raise UserError(f"{name} {value!r} is past the end of the run ({total_steps} steps); a fraction "
+                            f"(0.5) or percent (\"50%\") scales with the run")
         return position / total_steps
     return position
 

@@ -357,6 +357,9 @@ def test_positions_and_activity():
             parse_position(bad)
     with pytest.raises(UserError, match="total step count"):
         is_active(10, None, 0.5)
+    assert is_active(None, 200, 1.0, total_steps=200)  # the last step is still in the run
+    with pytest.raises(UserError, match=r"start 500 is past the end of the run \(200 steps\)"):
+        is_active(500, None, 0.5, total_steps=200)
 
 
 def test_ramp_values():
