@@ -322,7 +322,11 @@ class Registry:
         raw = item[names[0]]
         where = f"{self.kind} '{entry.name}'"
         schedule = {key: item[key] for key in SCHEDULE_KEYS if key in item}
-        given = self._given_values(entry, raw, where, schedule)
+        given, inner_schedule = self._given_values(entry, raw, where)
+        for key, value in inner_schedule.items():
+            if key in schedule:
+                raise UserError(f"{where}: '{key}' is given twice")
+            schedule[key] = value
         unknown = [key for key in given if key not in entry.param_names()]
         if unknown:
             raise UserError(
@@ -338,30 +342,27 @@ class Registry:
             raise UserError(f"{where}: start {schedule.get('start')!r} is after end {schedule.get('end')!r}")
         return Configured(entry, values, start, end)
 
-    def _given_values(self, entry: Entry, raw: Any, where: str, schedule: dict) -> dict:
-        """The parameters as given by name: mapping form as is, short form filled in order."""
+    def _given_values(self, entry: Entry, raw: Any, where: str) -> tuple[dict, dict]:
+        """The parameters as given by name (mapping form as is, short form filled in order), and the
+        scheduling keys found among them (`start`/`end` may also sit inside the mapping)."""
         if raw is None:
-            return {}
+            return {}, {}
         if isinstance(raw, dict):
             given = dict(raw)
-            for key in SCHEDULE_KEYS:  # scheduling may also sit inside the mapping
-                if key in given:
-                    if key in schedule:
-                        raise UserError(f"{where}: '{key}' is given twice")
-                    schedule[key] = given.pop(key)
-            return given
+            schedule = {key: given.pop(key) for key in SCHEDULE_KEYS if key in given}
+            return given, schedule
         if not entry.params:
             raise UserError(f"{where} takes no parameters, got {raw!r}")
         first = entry.params[0]
         if first.kind in ("floats", "ints", "list"):
-            return {first.name: raw}
+            return {first.name: raw}, {}
         items = split_list(raw)
         own_params = entry.params[: len(entry.params) - len(self.common_params)] or entry.params
         if len(items) > len(own_params):
             raise UserError(
                 f"{where}: {raw!r} has more values than parameters ({', '.join(p.name for p in own_params)})"
             )
-        return {param.name: item for param, item in zip(own_params, items)}
+        return {param.name: item for param, item in zip(own_params, items)}, {}
 
     def configure_list(self, config: Any, total_steps: int | None = None) -> list[Configured]:
         """Parse a config list (None or [] is empty)."""

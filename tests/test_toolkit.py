@@ -362,6 +362,14 @@ def test_positions_and_activity():
         is_active(500, None, 0.5, total_steps=200)
 
 
+def test_schedule_inside_the_parameters():
+    item = {"noise": {"std": 0.1, "end": "50%"}}
+    assert TRANSFORMS.configure(item).end == 0.5 and TRANSFORMS.configure(item).values["std"] == (0.1,)
+    assert item == {"noise": {"std": 0.1, "end": "50%"}}  # the caller's config is left as it was
+    with pytest.raises(UserError, match="'end' is given twice"):
+        TRANSFORMS.configure({"noise": {"std": 0.1, "end": 0.5}, "end": 0.3})
+
+
 def test_ramp_values():
     assert value_at(Ramp(1.0, 0.0), 0.25) == 0.75
     assert value_at(Ramp((0.0, 10.0), (1.0, 20.0)), 0.5) == (0.5, 15.0)
