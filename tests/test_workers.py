@@ -45,22 +45,32 @@ def baked_lines(output: str) -> dict[str, int]:
 
 # --- claims ------------------------------------------------------------------------------------------
 
-def test_two_claimers_one_wins(tmp_path):
-    barrier = threading.Barrier(8)
-    won = []
+def claim_at_once(store, label: str, workers: int, ttl: float) -> tuple[list, list]:
+    """`workers` threads call `try_claim` at the same moment: the claims won and the errors raised."""
+    barrier = threading.Barrier(workers)
+    won, errors = [], []
 
     def claimer(index: int) -> None:
         barrier.wait()
-        claim = claims.try_claim(tmp_path, "a red circle", f"worker-{index}", ttl=60)
-        if claim is not None:
-            won.append(claim)
+        try:
+            claim = claims.try_claim(store, label, f"worker-{index}", ttl=ttl)
+        except Exception as error:  # noqa: BLE001 - any error is a failure of the protocol
+            errors.append(error)
+        else:
+            if claim is not None:
+                won.append(claim)
 
-    threads = [threading.Thread(target=claimer, args=(index,)) for index in range(8)]
+    threads = [threading.Thread(target=claimer, args=(index,)) for index in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(won) == 1
+    return won, errors
+
+
+def test_two_claimers_one_wins(tmp_path):
+    won, errors = claim_at_once(tmp_path, "a red circle", 8, ttl=60)
+    assert len(won) == 1 and not errors
     on_disk = json.loads(claims.claim_file(tmp_path, "a red circle").read_text())
     assert on_disk["worker"] == won[0].worker and on_disk["token"] == won[0].token
     assert claims.try_claim(tmp_path, "a red circle", "late", ttl=60) is None
@@ -85,24 +95,7 @@ def test_many_takers_of_one_expired_claim_leave_one_live_claim(tmp_path):
     for round_ in range(30):  # a race: several rounds give it chances to show
         assert claims.try_claim(tmp_path, "a fox", "dead", ttl=10) is not None
         os.utime(file, (time.time() - 11, time.time() - 11))
-        barrier = threading.Barrier(6)
-        won, errors = [], []
-
-        def taker(index: int) -> None:
-            barrier.wait()
-            try:
-                claim = claims.try_claim(tmp_path, "a fox", f"taker-{index}", ttl=10)
-            except Exception as error:  # noqa: BLE001 - any error is a failure of the protocol
-                errors.append(error)
-            else:
-                if claim is not None:
-                    won.append(claim)
-
-        threads = [threading.Thread(target=taker, args=(index,)) for index in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        won, errors = claim_at_once(tmp_path, "a fox", 6, ttl=10)
         assert not errors and len(won) <= 1, (round_, errors, won)
         if won:
             assert claims.still_holds(tmp_path, won[0]), round_
