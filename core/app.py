@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from core.bake import BakeSettings
 from core.auto import auto_targets
+from core.bake import BakeSettings
 from core.cli import recipe_overrides
 from core.errors import UserError
 from core.models import Clip, load_clip, model_name, resolve_critic
