@@ -64,7 +64,7 @@ def resolve_recipe(args: argparse.Namespace, base: dict | None = None) -> dict:
     """The recipe of a run: `--recipe` (or `base`, e.g. a path's own recipe), then command-line overrides."""
     from core.recipes import load_recipe, merge_overrides, validate_recipe
 
-    recipe = dict(base) if base is not None else load_recipe(args.recipe)
+    recipe = dict(base) if base is not None else load_recipe(getattr(args, "recipe", "default"))
     recipe = merge_overrides(recipe, recipe_overrides(args))
     validate_recipe(recipe)
     return recipe
@@ -199,11 +199,11 @@ def microwave_job(args: argparse.Namespace) -> None:
 
 
 def _path_recipe(path, args: argparse.Namespace) -> dict:
-    """A path's own recipe (legacy paths: the default recipe), unless --recipe names another."""
+    """A path's own recipe (legacy paths: the default recipe), unless --recipe is given."""
     from core.recipes import load_recipe
 
-    if args.recipe != "default" or not path.recipe:
-        return load_recipe(args.recipe)
+    if hasattr(args, "recipe") or not path.recipe:
+        return load_recipe(getattr(args, "recipe", "default"))
     return {**load_recipe("default"), **path.recipe}
 
 

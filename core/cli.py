@@ -80,7 +80,10 @@ def make_parser(description: str, recipe: bool = True, outputs: bool = True) -> 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that override the recipe (None = keep the recipe's value)."""
     group = parser.add_argument_group("recipe (overrides the values of --recipe)")
-    group.add_argument("--recipe", default="default", help="a recipe name in recipes/ or a YAML file")
+    # No argparse default, so that an explicit `--recipe default` can override a path's own recipe.
+    group.add_argument("--recipe", default=argparse.SUPPRESS,
+                       help="a recipe name in recipes/ or a YAML file (default: 'default'; microwave.py: the "
+                            "recipe its path was baked with)")
     group.add_argument("--size", type=int, help="image side in pixels")
     group.add_argument("--steps-per-stage", type=int, help="inner steps per stage")
     group.add_argument("--lr", type=float, help="pixel learning rate (Adam)")

@@ -41,3 +41,4 @@ def test_mean_mixes_paths_with_the_prompt_and_unknown_modes_fail(tiny_clip):
     assert torch.allclose(targets, 0.25 * guides + 0.75 * new, atol=1e-6)
     with pytest.raises(UserError, match="unknown mode"):
         auto_targets(tiny_clip, [_path("one", guides, None)], new, "nope")
+

@@ -447,3 +447,19 @@ def test_reference_doc_is_up_to_date():
     assert Path(REFERENCE_PATH).read_text(encoding="utf-8") == reference_markdown(), (
         "docs/reference.md is stale: run `python -m core.registry`"
     )
+
+
+def test_microwave_uses_the_paths_recipe_unless_one_is_named():
+    """microwave.py replays a path with the recipe it was baked with; an explicit --recipe, `default` too,
+    replaces it; a legacy path (no recipe) gets the default one."""
+    from core import cli
+    from core.app import _path_recipe
+    from core.store import BakedPath
+
+    baked = BakedPath("one", torch.zeros(2, 512), None, "tiny", 512, recipe={"size": 32, "steps_per_stage": 2})
+    parser = cli.make_parser("test")
+    assert _path_recipe(baked, parser.parse_args([]))["size"] == 32
+    assert _path_recipe(baked, parser.parse_args(["--recipe", "default"]))["size"] == 128
+    assert _path_recipe(baked, parser.parse_args(["--recipe", "quick"]))["size"] == 48
+    baked.recipe = {}
+    assert _path_recipe(baked, parser.parse_args([]))["size"] == 128
