@@ -159,7 +159,7 @@ def replay_loss(clip: Clip, guides: torch.Tensor, prompt_embeddings: torch.Tenso
 
 def initial_guides(prompt_embeddings: torch.Tensor, stages: int) -> torch.Tensor:
     """The unbaked path: every stage aims at the prompt (replaying it is a normal run)."""
-    return prompt_embeddings[:, None, :].repeat(1, stages, 1).clone()
+    return prompt_embeddings[:, None, :].repeat(1, stages, 1)
 
 
 MetaStep = Callable[[int, dict], None]
@@ -393,7 +393,11 @@ def bake_prompts(clip: Clip, prompt_embeddings: torch.Tensor, settings: RenderSe
 def compare_with_normal(clip: Clip, guides: torch.Tensor, prompt_embeddings: torch.Tensor,
                         settings: RenderSettings, seeds: list[int], starts: int, pipeline: Pipeline,
                         view_seed: int = 0, critic: Critic | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean meta-loss [P] of the path and of a normal run, from the same held-out random starts."""
+    """Mean final loss [P] of the path and of a normal run, from the same held-out random starts.
+
+    The final image itself is scored (never augmented views, whatever `meta_views` the bake used), by the
+    critic when there is one, so the comparison is the same for every bake.
+    """
     both = torch.cat([guides, initial_guides(prompt_embeddings, guides.shape[1])])
     losses = replay_loss(clip, both, torch.cat([prompt_embeddings, prompt_embeddings]), settings,
                          seeds + seeds, HELD_OUT, starts, pipeline, view_seed=derive_seed(view_seed, 7),

@@ -100,6 +100,7 @@ def _targets(clip: Clip, prompts: int, stages: int) -> torch.Tensor:
 
 
 def _stage_settings(settings: RenderSettings, steps: int) -> tuple[RenderSettings, int]:
+    """Settings of at most STEPS_PER_STAGE steps a stage, and the number of whole stages in `steps`."""
     per_stage = min(steps, STEPS_PER_STAGE)
     return replace(settings, steps_per_stage=per_stage), max(1, steps // per_stage)
 
@@ -303,8 +304,10 @@ def run_bench(model: str, device: str, prompts: list[int], size: int, cutn: int,
             torch.cuda.empty_cache()
     log("original loop shape ...")
     original = original_rate(clip, settings, steps, repeats)
-    result = BenchResult(str(clip.device), clip.name, size, cutn, steps, torch.get_num_threads(), ceiling_batch,
-                         ceiling, original, rates)
+    staged, stages = _stage_settings(settings, steps)
+    measured_steps = staged.steps_per_stage * stages  # whole stages: what the rates counted
+    result = BenchResult(str(clip.device), clip.name, size, cutn, measured_steps, torch.get_num_threads(),
+                         ceiling_batch, ceiling, original, rates)
     if bake_count and bake is not None:
         from core import workers
 

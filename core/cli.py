@@ -123,8 +123,10 @@ def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
                        help="weight of a decaying pull of the guides toward the prompt (the original's regulariser)")
     group.add_argument("--eval-starts", type=int_at_least(1), default=defaults.eval_starts,
                        help="held-out random starts for the baked-vs-normal comparison")
-    group.add_argument("--population", type=int_at_least(2), default=defaults.population, help="candidates a generation (cma, ga)")
-    group.add_argument("--sigma", type=float, default=defaults.sigma, help="search step (cma) / mutation strength (ga)")
+    group.add_argument("--population", type=int_at_least(2), default=defaults.population,
+                       help="candidates a generation (cma, ga, anchored-cma, anchored-es)")
+    group.add_argument("--sigma", type=float, default=defaults.sigma,
+                       help="search step (cma, anchored-cma) / mutation strength (ga, anchored-es)")
     group.add_argument("--no-report", dest="report", action="store_false",
                        help="skip the HTML report (images per stage, loss curves, GIF) in OUT/reports/")
     group.add_argument("--trust-angle", type=float, default=defaults.trust_angle,

@@ -1,6 +1,7 @@
-"""Gradient-free optimisers over a population of tensors: separable CMA-ES and a genetic algorithm.
+"""Gradient-free optimisers over a population of tensors: separable CMA-ES, a genetic algorithm, and an
+elitist (1+lambda)-ES over a batch of problems at once (``elitist_es``, whose fitness is ``[P, N]``).
 
-Both minimise ``fitness_fn``, which scores a whole population in one call
+CMA-ES and the GA minimise ``fitness_fn``, which scores a whole population in one call
 (``Tensor [N, *shape] -> Tensor [N]``, lower is better), so the caller can push the
 population through the renderer as one batch. Everything is plain torch and runs on
 the device and (float) dtype of ``x0``; randomness comes from one seeded

@@ -226,7 +226,7 @@ def resolve_critic(critic: str, guide_name: str) -> str:
     if critic in NO_CRITIC:
         return ""
     if critic != AUTO_NAME:
-        if critic == guide_name:
+        if model_name(critic) == guide_name:  # a weights file by its file name, as the guide is named
             raise UserError(f"the critic must be another model than the guide ({guide_name})")
         return critic
     if guide_name in SHIPPED:
@@ -252,7 +252,8 @@ def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto", compil
 
 
 def model_name(name: str) -> str:
-    """The name `load_clip(name)` gives its model, without loading it: a weights file by its file name."""
+    """The name `load_clip(name)` gives its model, without loading it: a weights file by its file name
+    (`auto` stays `auto`: what it stands for is only known once loaded)."""
     from core.scenes_clip import SHIPPED
 
     if name in (AUTO_NAME, TINY_NAME, *SHIPPED) or name in _clip_package().available_models():

@@ -175,7 +175,7 @@ def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, st
     View augmentations are drawn from one generator seeded with `view_seed` and shared by all prompts
     of the batch, so a prompt's run does not depend on the batch it is in.
     """
-    prompts, stages, _ = stage_targets.shape
+    stages = stage_targets.shape[1]
     pipeline = pipeline or Pipeline.build(settings, clip, stages * settings.steps_per_stage)
     generator = torch.Generator(device=clip.device).manual_seed(int(view_seed))
     pixels = start

@@ -140,11 +140,14 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     model = build_scenes_clip({**shipped_arch, "context_length": TRAINING_CONTEXT})
     earlier_training = None
     if init_from is not None:
-        earlier_training = read_scenes_clip_file(init_from)["training"]
+        earlier_training = read_scenes_clip_file(init_from).get("training")
         state = load_scenes_clip(init_from).state_dict()
         state["positional_embedding"] = state["positional_embedding"][:TRAINING_CONTEXT]
-        model.load_state_dict(state)
-        model.requires_grad_(True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:  # tensors of other shapes: weights of another architecture
+            raise UserError(f"--init-from {init_from} holds weights of another architecture than "
+                            f"--arch {arch}") from None
     image_size = shipped_arch["image_resolution"]
 
     # No weight decay on gains, biases, embeddings and the logit scale, as usual for transformers.
@@ -216,13 +219,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--arch", default="scenes", choices=sorted(ARCHS), help="architecture (core.scenes_clip.ARCHS)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of the drawn data")
-    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps")
-    parser.add_argument("--batch-size", type=int, default=256, help="image-caption pairs per step")
+    parser.add_argument("--steps", type=cli.int_at_least(1), default=3000, help="optimiser steps")
+    parser.add_argument("--batch-size", type=cli.int_at_least(2), default=256, help="image-caption pairs per step")
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
-    parser.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--save-every", type=int, default=500, help="save a checkpoint every this many steps")
-    parser.add_argument("--eval-n", type=int, default=200, help="held-out scenes per attribute at the end")
+    parser.add_argument("--warmup", type=cli.int_at_least(0), default=200, help="linear warm-up steps")
+    parser.add_argument("--threads", type=cli.int_at_least(1), default=1, help="torch CPU threads")
+    parser.add_argument("--save-every", type=cli.int_at_least(1), default=500, help="save a checkpoint every this many steps")
+    parser.add_argument("--eval-n", type=cli.int_at_least(1), default=200, help="held-out scenes per attribute at the end")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster, but learned colour only)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall-clock time")
     parser.add_argument("--slot-weight", type=float, default=1.0, help="weight of the auxiliary slot loss")

@@ -133,6 +133,11 @@ def test_critic_resolution(monkeypatch, tmp_path, capsys):
     assert models.resolve_critic("scenes-judge", "scenes") == "scenes-judge"
     with pytest.raises(UserError, match="another model"):
         models.resolve_critic("scenes", "scenes")
+    weights = tmp_path / "weights" / "guide.pt"  # a weights file is named by its file name, however given
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights")
+    with pytest.raises(UserError, match="another model"):
+        models.resolve_critic(str(weights), "guide.pt")
     monkeypatch.setenv("HOME", str(tmp_path))  # nothing cached, nothing reachable: the guide alone, said once
     monkeypatch.setattr(models, "_download_reachable", lambda name, timeout=3.0: False)
     assert models.resolve_critic("auto", "ViT-B/32") == ""
