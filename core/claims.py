@@ -149,6 +149,7 @@ def _take_over(file: Path, stale: Claim) -> bool:
 
 
 def _move_away_if_unchanged(file: Path, stale: Claim) -> bool:
+    """Under the take-over lock: remove `file` if it still holds `stale`; False (file as it was) if not."""
     def unchanged(claim: Claim | None) -> bool:
         return claim is not None and (claim.token, claim.inode, claim.heartbeat) == (stale.token, stale.inode,
                                                                                      stale.heartbeat)

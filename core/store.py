@@ -215,6 +215,20 @@ def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None
     return target
 
 
+def _publish_new(tmp: Path, target: Path) -> None:
+    """Give the complete file ``tmp`` the name ``target`` unless that name exists (FileExistsError)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (a narrow race remains)
+        if os.path.lexists(target):
+            raise FileExistsError(target) from None
+        os.replace(tmp, target)
+        return
+    tmp.unlink()
+
+
 def _fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable on POSIX; not possible (nor needed) on Windows.
     try:
@@ -272,20 +286,6 @@ def _to_file_dict(path: BakedPath) -> dict:
         "metrics": path.metrics,
         "created": path.created,
     }
-
-
-def _publish_new(tmp: Path, target: Path) -> None:
-    """Give the complete file ``tmp`` the name ``target`` unless that name exists (FileExistsError)."""
-    try:
-        os.link(tmp, target)
-    except FileExistsError:
-        raise
-    except OSError:  # a file system without hard links: check, then rename (a narrow race remains)
-        if os.path.lexists(target):
-            raise FileExistsError(target) from None
-        os.replace(tmp, target)
-        return
-    tmp.unlink()
 
 
 def save_path(store_dir: str | os.PathLike, path: BakedPath, overwrite: bool = False) -> Path:
