@@ -29,6 +29,7 @@ def test_a_batch_of_8_beats_8_sequential_runs(tiny_clip, one_thread):
     assert batched >= 1.6 * sequential, f"batch of 8: {batched:.1f}, 8 sequential: {sequential:.1f} prompt-steps/s"
 
 
+@pytest.mark.slow
 def test_bench_script_prints_figures_and_ratios():
     result = run_script("bench.py", "--model", "tiny", "--device", "cpu", "--prompts", "1,8", "--size", "32",
                         "--cutn", "2", "--steps", "2", "--ceiling-batch", "8", "--threads", "1", "--quiet",

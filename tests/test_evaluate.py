@@ -69,6 +69,7 @@ def test_evaluate_script_end_to_end(tmp_path):
         "a_blue_square_on_the_right.pt", "a_red_circle_on_the_left.pt"]
 
 
+@pytest.mark.slow
 def test_judge_must_differ(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n")
@@ -76,6 +77,7 @@ def test_judge_must_differ(tmp_path):
     assert result.returncode == 2 and "judge" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_judge_must_not_be_the_critic(tmp_path):
     """The critic is compared with the judge by name, a weights file by its file name."""
     from core.models import model_name
@@ -90,6 +92,7 @@ def test_judge_must_not_be_the_critic(tmp_path):
     assert model_name("scenes-judge") == "scenes-judge" and model_name("ViT-B/16") == "ViT-B/16"
 
 
+@pytest.mark.slow
 def test_bad_methods_and_counts_are_one_line_errors(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n")

@@ -101,6 +101,7 @@ def test_missing_or_damaged_model_files_are_one_line_user_errors(tmp_path, monke
         assert str(file) in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_damaged_model_file_is_one_line_on_the_command_line(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a model\xff" * 10)

@@ -126,10 +126,18 @@ def test_batched_bake_equals_one_by_one(tiny_clip):
     together = bake_prompts(tiny_clip, embeddings, SMALL, bake, seeds=[4, 5, 6], view_seed=3)
     for index, seed in enumerate([4, 5, 6]):
         alone = bake_prompts(tiny_clip, embeddings[index:index + 1], SMALL, bake, seeds=[seed], view_seed=3)
-        assert torch.allclose(together.guides[index], alone.guides[0], atol=1e-5)
-        assert torch.allclose(together.baked_loss[index], alone.baked_loss[0], atol=1e-5)
+        # Tolerances scale with what the bake changed: float rounding differs between batch shapes and CPUs
+        # (measured up to 1.9e-5 on an AMD EPYC, 0.06 % of the guides' movement); a prompt that saw another
+        # prompt's starts or views would differ by a good share of the movement itself.
+        moved = (alone.guides[0] - initial_guides(embeddings[index:index + 1], 2)[0]).abs().max()
+        assert moved > 1e-3
+        assert (together.guides[index] - alone.guides[0]).abs().max() <= 0.01 * moved
+        effect = (alone.baked_loss[0] - alone.normal_loss[0]).abs()
+        assert effect > 1e-4
+        assert (together.baked_loss[index] - alone.baked_loss[0]).abs() <= 0.01 * effect
 
 
+@pytest.mark.slow
 def test_compiled_encoder_gives_the_same_run(tiny_clip):
     """`--compile` changes speed, not results (and unrolled steps still use the eager encoder)."""
     from core.models import load_clip
