@@ -36,16 +36,25 @@ def encode_target(clip: Clip, text: str, truncate: bool = False, extra: str = ""
         if not Path(text).is_file():
             raise UserError(f"image file not found: {text}")
         if not extra:
-            return clip.encode_image_files([text])[0]
+            return encode_image_files(clip, [text])[0]
     targets = parse_targets(f"{text} | {extra}" if extra else text)
     embeddings = []
     for target in targets:
         if target.kind == "image":
-            embeddings.append(clip.encode_image_files([target.value])[0])
+            embeddings.append(encode_image_files(clip, [target.value])[0])
         else:
             embeddings.append(clip.encode_text([target.value], truncate)[0])
     combined = combine_targets(torch.stack(embeddings), torch.tensor([t.weight for t in targets]))
     return torch.nn.functional.normalize(combined.to(clip.device), dim=-1)
+
+
+def encode_image_files(clip: Clip, files: list[str]) -> torch.Tensor:
+    """Unit-norm embeddings [N, D] of image files (a target given as an image)."""
+    from core.images import load_image
+
+    images = torch.stack([load_image(file, clip.image_size) for file in files]).to(clip.device)
+    with torch.no_grad():
+        return torch.nn.functional.normalize(clip.encode_images(images), dim=-1)
 
 
 def target_label(text: str) -> str:
@@ -109,8 +118,8 @@ def final_image(pixels: torch.Tensor, quantize: int) -> torch.Tensor:
 def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, seed: int,
                     output: Output, quiet: bool = False, tracker=None) -> Path:
     """Replay stage targets [S, D] from the seed's random pixels and save the image (frames, GIF)."""
-    from core.images import save_gif, save_png, unique_path
-    from core.store import write_atomically
+    from core.files import unique_path, write_atomically
+    from core.images import save_gif, save_png
 
     frames: list[torch.Tensor] = []
     total = stage_targets.shape[0] * settings.steps_per_stage
@@ -150,7 +159,7 @@ def make_output(args: argparse.Namespace, method: str, label: str, clip: Clip, r
                 extra: dict | None = None) -> Output:
     """The output settings of a run: file stem `<method>-<slug>` and the PNG metadata."""
     from core.recipes import recipe_to_yaml
-    from core.store import slugify
+    from core.slugs import slugify
 
     metadata = {"prompt": label, "method": method, "seed": args.seed, "model": clip.name,
                 "recipe": json.dumps(recipe, sort_keys=True), **(extra or {})}
@@ -179,7 +188,7 @@ def normal_job(args: argparse.Namespace) -> None:
 
 def microwave_job(args: argparse.Namespace) -> None:
     """Replay a baked path, optionally blended with a new prompt."""
-    from core.store import check_compatible, load_path
+    from core.paths import check_compatible, load_path
 
     clip = load_clip(args.model, args.device, getattr(args, "compile", False))
     path = load_path(args.path, device="cpu")
@@ -209,7 +218,7 @@ def _path_recipe(path, args: argparse.Namespace) -> dict:
 
 def auto_microwave_job(args: argparse.Namespace) -> None:
     """Replay stage targets made from the k baked paths nearest to a new prompt (see `auto_targets`)."""
-    from core.store import nearest_paths
+    from core.nearest import nearest_paths
 
     clip = load_clip(args.model, args.device, getattr(args, "compile", False))
     recipe = resolve_recipe(args)
@@ -237,7 +246,7 @@ def evaluate_job(args: argparse.Namespace) -> None:
     """normal vs microwave vs auto_microwave at equal budget, scored by a judge that did not guide."""
     from core.batch import bake_many, read_prompts
     from core.evaluate import METHODS, evaluate
-    from core.images import unique_dir
+    from core.files import unique_dir
     from core.store import find_path
 
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]

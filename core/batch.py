@@ -127,7 +127,8 @@ def bake_many(prompts: list[str], args: argparse.Namespace, batch_size: int | st
     from itertools import islice
 
     from core import workers
-    from core.store import BakedPath, find_path, save_path
+    from core.paths import BakedPath
+    from core.store import find_path, save_path
 
     began = time.monotonic()
     clip = clip or load_clip(args.model, args.device, getattr(args, "compile", False))
@@ -251,7 +252,7 @@ def write_bake_reports(clip: Clip, names: list[str], result, settings: RenderSet
     batch at `indexes`, in that order."""
     from core.images import save_gif
     from core.report import write_bake_report
-    from core.store import slugify
+    from core.slugs import slugify
 
     reports = []
     directory = Path(args.out) / "reports"
@@ -335,7 +336,8 @@ def batch_bake_job(args: argparse.Namespace) -> int:
 def write_batch_summary_report(summary: BatchSummary, args: argparse.Namespace) -> Path:
     """One HTML page for a batch: a row per prompt with its losses and a link to its bake report."""
     from core.report import write_batch_report
-    from core.store import find_path, load_path
+    from core.paths import load_path
+    from core.store import find_path
 
     directory = Path(args.out) / "reports"
     entries = []

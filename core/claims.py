@@ -12,7 +12,7 @@ the claim away, checks it is still the one judged expired, and claims afresh. Th
 (it was too slow to beat) notices at its next heartbeat or before saving, and does not save.
 
 Workers claim first and then check the store: a prompt baked and released meanwhile is then seen as
-baked, never baked twice. Store writes are atomic (`core.store.write_atomically`), so a killed worker
+baked, never baked twice. Store writes are atomic (`core.files.write_atomically`), so a killed worker
 leaves nothing half-written, only a claim that expires.
 
 Clocks: heartbeats are written with the claimer's clock and compared with the reader's, so hosts sharing a
@@ -31,6 +31,10 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
+
+from core.errors import UserError
+from core.slugs import slugify
+from core.store import find_path
 
 CLAIMS_DIR = ".claims"
 DEFAULT_TTL = 120.0  # seconds without a heartbeat after which a claim is dead
@@ -81,8 +85,6 @@ def claims_dir(store: str | os.PathLike) -> Path:
 
 def claim_file(store: str | os.PathLike, label: str) -> Path:
     """The claim file of a prompt: the prompt's store slug, so claims and paths correspond one to one."""
-    from core.store import slugify
-
     return claims_dir(store) / f"{slugify(label)}.claim"
 
 
@@ -238,8 +240,6 @@ class ClaimQueue:
     def __init__(self, store: str | os.PathLike, worker: str | None = None, ttl: float = DEFAULT_TTL,
                  workers: int = 1, log: Callable[[str], None] = print):
         if not math.isfinite(ttl) or ttl <= 0:  # nan would never expire a claim
-            from core.errors import UserError
-
             raise UserError(f"--claim-ttl must be a positive number of seconds, got {ttl}")
         self.store = Path(store)
         self.worker = worker or worker_id()
@@ -334,8 +334,6 @@ class ClaimQueue:
 
     def is_baked(self, label: str) -> bool:
         """True if the store holds the prompt (baked by anyone)."""
-        from core.store import find_path
-
         return find_path(self.store, label) is not None
 
     def batches(self, items: Iterable[Item], size: int, label_of: Callable[[Item], str]) -> Iterator[list[Item]]:

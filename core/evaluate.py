@@ -12,6 +12,7 @@ with plain pixel statistics (`core.pixel_checks`: the named colour dominates / s
 from __future__ import annotations
 
 import csv
+import io
 import re
 import time
 import zlib
@@ -20,11 +21,20 @@ from pathlib import Path
 
 import torch
 
+from core.auto import auto_targets
 from core.bake import derive_seed, initial_guides
 from core.errors import UserError
+from core.files import write_atomically
+from core.images import save_png
 from core.models import Clip
+from core.nearest import nearest_paths
+from core.paths import check_compatible, load_path
+from core.pixel_checks import colour_fraction, colour_in_half, dominant_colour
 from core.render import ProgressReporter, RenderSettings, random_pixels, replay, to_image
+from core.report import write_comparison_page
 from core.scenes import COLOURS, POSITION_PHRASES, RELATIONS
+from core.slugs import slugify
+from core.store import find_path
 
 METHODS = ("normal", "microwave", "auto")
 EVAL_SEED_BASE = 1_000_000  # evaluation starts never coincide with the seeds a bake uses
@@ -68,8 +78,6 @@ def prompt_facts(prompt: str) -> list[tuple[str, str | None]]:
 
 def pixel_check(prompt: str, image: torch.Tensor) -> bool | None:
     """True when the image shows what the prompt's facts say (by pixel statistics); None: nothing to check."""
-    from core.pixel_checks import colour_fraction, colour_in_half, dominant_colour
-
     facts = prompt_facts(prompt)
     if not facts:
         return None
@@ -139,8 +147,6 @@ def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torc
                    store: str, k: int = 2, path_weight: float | None = None,
                    auto_mode: str = "transfer") -> torch.Tensor:
     """Stage targets [P, S, D] of a method for each prompt."""
-    from core.store import check_compatible, find_path, load_path, nearest_paths
-
     if method == "normal":
         return initial_guides(embeddings, stages)
     if method == "microwave":
@@ -152,8 +158,6 @@ def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torc
                                 f"uses {stages}; bake it again with --stages {stages} or evaluate with that many")
         return torch.stack([path.guides for path in paths]).to(clip.device)
     if method == "auto":
-        from core.auto import auto_targets
-
         targets = []
         for prompt, embedding in zip(prompts, embeddings):
             nearest = nearest_paths(store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
@@ -181,10 +185,6 @@ def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettin
              seed_count: int, methods: list[str], out_dir: Path, k: int = 2, path_weight: float | None = None,
              quiet: bool = False, auto_mode: str = "transfer") -> Evaluation:
     """Render prompts x `seed_count` starts with each method (a batch per method); score; save images, CSV, HTML."""
-    from core.images import save_png
-    from core.report import write_comparison_page
-    from core.store import slugify
-
     out_dir.mkdir(parents=True, exist_ok=True)
     embeddings = clip.encode_text(prompts, truncate=True)  # one batch
     evaluation = Evaluation()
@@ -220,11 +220,7 @@ def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettin
 
 
 def _write_csv(file: Path, rows: list[dict]) -> None:
-    from core.store import write_atomically
-
     def write(handle) -> None:
-        import io
-
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=["prompt", "seed", "method", "judge", "pixel", "file"])
         writer.writeheader()

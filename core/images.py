@@ -3,7 +3,7 @@
 Images are float tensors ``[3, H, W]`` in ``[0, 1]``. A file name is first reserved with an
 exclusive create (so two processes writing "the same" image get ``x.png`` and ``x-1.png``),
 then the image is written to a temporary file and renamed onto the reserved name, so a reader
-never sees a half-written image.
+never sees a half-written image (``core.files.write_new``).
 """
 
 from __future__ import annotations
@@ -17,45 +17,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
 from core.errors import UserError
-from core.store import write_atomically
-
-
-def unique_path(directory: str | os.PathLike, stem: str, suffix: str = ".png") -> Path:
-    """Reserve and return a new file ``stem.png``, ``stem-1.png``, ``stem-2.png``, ...
-
-    The first free name is created empty with ``O_CREAT | O_EXCL``, which is atomic, so
-    concurrent callers never get the same name. The caller then writes (or replaces) it.
-    """
-    def create_empty(candidate: Path) -> None:
-        os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-
-    return _reserve(Path(directory), stem, suffix, create_empty)
-
-
-def unique_dir(parent: str | os.PathLike, stem: str) -> Path:
-    """Create and return a new folder ``stem``, ``stem-1``, ... in ``parent``.
-
-    ``mkdir`` fails if the folder exists, atomically, so two callers (even two processes at once)
-    always get two folders.
-    """
-    return _reserve(Path(parent), stem, "", Path.mkdir)
-
-
-def _reserve(directory: Path, stem: str, suffix: str, create) -> Path:
-    """The first of ``stem+suffix``, ``stem-1+suffix``, ... in ``directory`` that ``create`` makes
-    without raising FileExistsError."""
-    if not stem or stem in (".", "..") or Path(stem).name != stem or "\0" in stem:
-        raise ValueError(f"not a plain file stem: {stem!r}")
-    directory.mkdir(parents=True, exist_ok=True)
-    number = 0
-    while True:
-        candidate = directory / (f"{stem}{suffix}" if number == 0 else f"{stem}-{number}{suffix}")
-        try:
-            create(candidate)
-        except FileExistsError:
-            number += 1
-            continue
-        return candidate
+from core.files import write_new
 
 
 def quantize(image: Tensor, levels: int) -> Tensor:
@@ -100,17 +62,6 @@ def _png_info(metadata: dict) -> PngImagePlugin.PngInfo:
     return info
 
 
-def _save_reserved(directory, stem: str, suffix: str, write) -> Path:
-    """Reserve a unique name, write atomically onto it; on failure free the name again."""
-    target = unique_path(directory, stem, suffix)
-    try:
-        write_atomically(target, write)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return target
-
-
 def save_png(
     image: Tensor,
     directory: str | os.PathLike,
@@ -125,7 +76,7 @@ def save_png(
     """
     pil = to_pil(image, upscale)
     info = _png_info(metadata or {})
-    return _save_reserved(
+    return write_new(
         directory, stem, ".png", lambda handle: pil.save(handle, format="PNG", pnginfo=info)
     )
 
@@ -155,7 +106,7 @@ def save_gif(
             loop=0,
         )
 
-    return _save_reserved(directory, stem, ".gif", write)
+    return write_new(directory, stem, ".gif", write)
 
 
 def read_png_metadata(file: str | os.PathLike) -> dict[str, str]:
@@ -193,5 +144,5 @@ def load_image(file: str | os.PathLike, size: int | None = None) -> Tensor:
     return array.view(picture.height, picture.width, 3).permute(2, 0, 1).float() / 255
 
 
-__all__ = ["unique_path", "unique_dir", "quantize", "to_pil", "save_png", "save_gif", "read_png_metadata",
+__all__ = ["quantize", "to_pil", "save_png", "save_gif", "read_png_metadata",
            "load_image"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 import urllib.request
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import UserError
+from core.scenes_clip import SHIPPED, check_weights_file, load_scenes_clip
 
 # CLIP's input normalisation (the original tool skipped it).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -37,8 +40,6 @@ AUTO_PREFERRED = "ViT-B/32"
 
 def _clip_package():
     """Import `clip` lazily: it is slow to import and warns about pkg_resources."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import clip
@@ -91,14 +92,6 @@ class Clip:
     def encode_images_fast(self, images: torch.Tensor) -> torch.Tensor:
         """`encode_images`, compiled when `compile_encoder` was called (not twice differentiable then)."""
         return (self._fast_encoder or self.encode_images)(images)
-
-    def encode_image_files(self, files: list[str]) -> torch.Tensor:
-        """Unit-norm embeddings [N, D] of image files (a target given as an image)."""
-        from core.images import load_image
-
-        images = torch.stack([load_image(file, self.image_size) for file in files]).to(self.device)
-        with torch.no_grad():
-            return F.normalize(self.encode_images(images), dim=-1)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -160,8 +153,6 @@ def _download_reachable(name: str, timeout: float = 3.0) -> bool:
 
 def _is_scenes_file(path: Path) -> bool:
     """True for a file saved by `core.scenes_clip` (checked without loading the weights)."""
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         return False
     try:
@@ -174,8 +165,6 @@ def _is_scenes_file(path: Path) -> bool:
 
 def _load_openai(name_or_file: str) -> nn.Module:
     """An OpenAI CLIP by name or from a weights file, on the CPU (`_wrap` moves it to the device)."""
-    import warnings
-
     clip = _clip_package()
     try:
         with warnings.catch_warnings():
@@ -194,8 +183,6 @@ def _load_openai(name_or_file: str) -> nn.Module:
 
 def available_model_names() -> list[str]:
     """Every name `--model` accepts besides a file path."""
-    from core.scenes_clip import SHIPPED
-
     return [AUTO_NAME, TINY_NAME, *SHIPPED, *_clip_package().available_models()]
 
 
@@ -221,8 +208,6 @@ def resolve_critic(critic: str, guide_name: str) -> str:
     when its weights are cached or reachable, otherwise none (with a notice). A bake scored by the guide
     alone learns to fool the guide (measured; see the README), so `auto` is the default.
     """
-    from core.scenes_clip import SHIPPED
-
     if critic in NO_CRITIC:
         return ""
     if critic != AUTO_NAME:
@@ -254,8 +239,6 @@ def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto", compil
 def model_name(name: str) -> str:
     """The name `load_clip(name)` gives its model, without loading it: a weights file by its file name
     (`auto` stays `auto`: what it stands for is only known once loaded)."""
-    from core.scenes_clip import SHIPPED
-
     if name in (AUTO_NAME, TINY_NAME, *SHIPPED) or name in _clip_package().available_models():
         return name
     path = Path(name)
@@ -263,8 +246,6 @@ def model_name(name: str) -> str:
 
 
 def _load(name: str, device: str | torch.device) -> Clip:
-    from core.scenes_clip import SHIPPED, check_weights_file, load_scenes_clip
-
     device = device if isinstance(device, torch.device) else resolve_device(device)
     if name == AUTO_NAME:
         name = resolve_auto()

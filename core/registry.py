@@ -1,8 +1,8 @@
 """A small registry of named, documented, parameterised entries (transforms, constraints, post-processing).
 
 Each entry is declared once, with its parameters (`Param`); the same declaration validates configs
-(`Registry.configure`), prints `--help` lines (`help_text`) and generates the markdown reference
-(`python -m core.registry` rewrites `docs/reference.md`). The config syntax is `CONFIG_SYNTAX`.
+(`Registry.configure`), prints `--help` lines (`help_text`) and its section of the markdown reference
+(`markdown`; `core.reference` writes the whole of `docs/reference.md`, config syntax included).
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import yaml
@@ -20,33 +18,8 @@ import yaml
 from core.errors import UserError
 from core.schedule import Ramp, fraction_active, position_fraction, value_at
 
-CONFIG_SYNTAX = """
-A config list holds one entry per item, CLIPig style:
-
-```yaml
-- noise: 0.1                      # short form: the first parameter
-- blur: 3 0.5                     # short form: the parameters in order (kernel_size, sigma)
-- random_rotate:                  # mapping form: parameters by name
-    degree: -10 10
-    center: 0.3, 0.7
-  start: 0%                       # scheduling beside the name (or inside the mapping)
-  end: 50%
-- flip                            # a bare name: all defaults
-```
-
-Lists may be YAML lists (`[0.3, 0.7]`) or strings of numbers separated by spaces and/or commas
-(`0.3 0.7`, `0.3, 0.7`). When the first parameter takes a list, the whole short form is that list
-(`noise: 0.1 0.2 0.3`).
-
-A numeric parameter may be a ramp `[from, to]`, moved linearly from `from` at the start of the run
-to `to` at its end: any pair that is not itself a valid value is a ramp, e.g. `mul: {factor: [0.2, 1]}`,
-`noise: {std: [0.12, 0.02]}` (std takes 1 or 3 values, so a pair is a ramp); a parameter that takes
-a pair, like `degree`, ramps with a pair of pairs: `degree: [[-30, 30], [-5, 5]]`. Integers are rounded.
-"""
-
 SCHEDULE_KEYS = ("start", "end")
 NUMERIC_KINDS = ("float", "int", "floats", "ints")
-REFERENCE_PATH = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
 
 class _BadValue(Exception):
@@ -411,49 +384,3 @@ def params_table(params) -> str:
 def _cell(text: str) -> str:
     """Text for a markdown table cell: a bare `|` would end the cell."""
     return text.replace("|", "\\|")
-
-
-def reference_markdown() -> str:
-    """The whole generated reference: value syntax, recipe keys, targets, and every registry."""
-    # Imported here: those modules import this one to declare their entries.
-    from core import constraints, postproc, prompts, recipes, schedule, transforms
-
-    parts = [
-        "# Toolkit reference",
-        "",
-        "Generated from the registries by `python -m core.registry`; do not edit by hand.",
-        "",
-        "## Values and scheduling",
-        "",
-        inspect.cleandoc(CONFIG_SYNTAX),
-        "",
-        inspect.cleandoc(schedule.__doc__.split("\n", 2)[2]),
-        "",
-        "## Recipes",
-        "",
-        inspect.cleandoc(recipes.__doc__.split("\n", 2)[2]),
-        "",
-        params_table(recipes.RECIPE_PARAMS),
-        "",
-        "## Targets",
-        "",
-        inspect.cleandoc(prompts.__doc__.split("\n", 2)[2]),
-        "",
-        transforms.TRANSFORMS.markdown(),
-        constraints.CONSTRAINTS.markdown(),
-        postproc.POSTPROC.markdown(),
-    ]
-    return "\n".join(parts).rstrip() + "\n"
-
-
-def write_reference(path: Path | str = REFERENCE_PATH) -> Path:
-    """Write the generated reference to `path` (default `docs/reference.md`)."""
-    from core.store import write_atomically
-
-    text = reference_markdown()
-    return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
-if __name__ == "__main__":
-    target = write_reference(sys.argv[1] if len(sys.argv) > 1 else REFERENCE_PATH)
-    print(f"wrote {target}")

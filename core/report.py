@@ -32,8 +32,9 @@ from urllib.parse import quote
 from PIL import Image
 from torch import Tensor
 
-from core.images import save_png, unique_dir, unique_path
-from core.store import slugify, write_atomically
+from core.files import unique_dir, unique_path, write_atomically
+from core.images import save_png
+from core.slugs import slugify
 
 # Stage images are often tiny (16-64 px); enlarge them (nearest neighbour, so each optimised pixel
 # stays a sharp block) until the longer side is at least this many pixels.

@@ -20,13 +20,14 @@ are rebuilt as zeros on load (the model never saw those tokens, so they carry no
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
-from clip.model import CLIP
+from torch import nn
 
 from core.errors import UserError
-from core.store import write_atomically
+from core.files import write_atomically
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -73,12 +74,21 @@ def resolve_arch(arch_name_or_dict: str | dict) -> dict[str, int]:
     return dict(ARCHS[arch_name_or_dict])
 
 
-def build_scenes_clip(arch_name_or_dict: str | dict) -> CLIP:
+def build_scenes_clip(arch_name_or_dict: str | dict) -> nn.Module:
     """A freshly initialised float32 `clip.model.CLIP` of the given architecture."""
-    return CLIP(**resolve_arch(arch_name_or_dict)).float()
+    return _clip_class()(**resolve_arch(arch_name_or_dict)).float()
 
 
-def save_scenes_clip(model: CLIP, arch: str | dict, path: str | Path, token_ids: list[int],
+def _clip_class() -> type:
+    """`clip.model.CLIP`, imported when first needed: the clip package takes seconds to import (torchvision)
+    and warns about pkg_resources, so a script's --help or a bake on another model does not pay for it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from clip.model import CLIP
+    return CLIP
+
+
+def save_scenes_clip(model: nn.Module, arch: str | dict, path: str | Path, token_ids: list[int],
                      training: dict | None = None) -> None:
     """Save `model` compactly (float16, only the `token_ids` rows of the token table) to `path`, atomically.
 
@@ -140,7 +150,7 @@ def read_scenes_clip_file(name_or_path: str | Path) -> dict:
     return payload
 
 
-def load_scenes_clip(name_or_path: str | Path, device: str | torch.device = "cpu") -> CLIP:
+def load_scenes_clip(name_or_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Load a shipped scenes CLIP (a name in SHIPPED) or a saved file, float32, eval, frozen.
 
     A file that cannot be read, or whose weights do not fit its architecture, is a `UserError`.
@@ -154,7 +164,7 @@ def load_scenes_clip(name_or_path: str | Path, device: str | torch.device = "cpu
     return model.to(device)
 
 
-def _model_from_payload(payload: dict) -> CLIP:
+def _model_from_payload(payload: dict) -> nn.Module:
     """The frozen float32 CLIP that a saved dict describes."""
     arch = payload["arch"]
     model = build_scenes_clip(arch)

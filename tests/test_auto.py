@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from core.auto import auto_targets
 from core.errors import UserError
-from core.store import BakedPath
+from core.paths import BakedPath
 
 
 def _path(prompt: str, guides: torch.Tensor, prompt_embedding: torch.Tensor | None) -> BakedPath:

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from core.errors import UserError
-from core.images import quantize, read_png_metadata, save_gif, save_png, to_pil, unique_dir, unique_path
+from core.files import unique_dir, unique_path
+from core.images import quantize, read_png_metadata, save_gif, save_png, to_pil
 
 
 def colour_image():

@@ -1,4 +1,5 @@
-"""Tests for core/store.py: slugs, atomic saves, our format, legacy files, cache, nearest."""
+"""Tests for the path store: slugs (core.slugs), the file format and legacy files (core.paths), atomic saves
+and lookups (core.store), the embedding cache and nearest search (core.nearest)."""
 
 import hashlib
 import math
@@ -14,18 +15,10 @@ import torch
 from conftest import LEGACY
 from core import store
 from core.errors import UserError
-from core.store import (
-    FORMAT_VERSION,
-    BakedPath,
-    check_compatible,
-    find_path,
-    list_paths,
-    load_path,
-    nearest_paths,
-    prompt_embeddings,
-    save_path,
-    slugify,
-)
+from core.nearest import nearest_paths, prompt_embeddings
+from core.paths import FORMAT_VERSION, BakedPath, check_compatible, load_path, to_file_dict
+from core.slugs import slugify
+from core.store import find_path, list_paths, save_path
 
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 
@@ -202,7 +195,7 @@ def test_a_path_saved_meanwhile_is_not_replaced(tmp_path, monkeypatch):
 
 def test_slug_file_with_other_prompt_is_never_overwritten(tmp_path):
     other = make_path(prompt="something else")
-    torch.save(store._to_file_dict(other), tmp_path / "a_red_square.pt")
+    torch.save(to_file_dict(other), tmp_path / "a_red_square.pt")
     with pytest.raises(UserError, match="different prompt"):
         save_path(tmp_path, make_path(), overwrite=True)
     assert load_path(tmp_path / "a_red_square.pt").prompt == "something else"
@@ -298,7 +291,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 def test_newer_version(tmp_path):
-    data = store._to_file_dict(make_path())
+    data = to_file_dict(make_path())
     data["version"] = FORMAT_VERSION + 1
     file = tmp_path / "new.pt"
     torch.save(data, file)
@@ -320,7 +313,7 @@ def test_newer_version(tmp_path):
     ],
 )
 def test_malformed_dict(tmp_path, change, message):
-    data = store._to_file_dict(make_path())
+    data = to_file_dict(make_path())
     data.update(change)
     file = tmp_path / "x.pt"
     torch.save(data, file)
@@ -330,7 +323,7 @@ def test_malformed_dict(tmp_path, change, message):
 
 
 def test_missing_keys(tmp_path):
-    data = store._to_file_dict(make_path())
+    data = to_file_dict(make_path())
     del data["guides"], data["metrics"]
     file = tmp_path / "x.pt"
     torch.save(data, file)

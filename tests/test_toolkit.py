@@ -11,7 +11,7 @@ from core.errors import UserError
 from core.postproc import POSTPROC, build_postproc, quantize_pixels
 from core.prompts import Target, combine_targets, parse_targets
 from core.recipes import DEFAULT_RECIPE, load_recipe, merge_overrides, recipe_to_yaml, validate_recipe
-from core.registry import REFERENCE_PATH, reference_markdown
+from core.reference import REFERENCE_PATH, reference_markdown
 from core.schedule import Ramp, is_active, parse_position, value_at
 from core.transforms import TRANSFORMS, build_chain, roll_images
 
@@ -445,7 +445,7 @@ def test_merge_overrides_and_validation(tmp_path):
 
 def test_reference_doc_is_up_to_date():
     assert Path(REFERENCE_PATH).read_text(encoding="utf-8") == reference_markdown(), (
-        "docs/reference.md is stale: run `python -m core.registry`"
+        "docs/reference.md is stale: run `python -m core.reference`"
     )
 
 

@@ -1,0 +1,129 @@
+"""Writing files safely: atomically (a reader sees the old file or the whole new one, never half), durably
+(fsynced, rename included), and under new names that are reserved atomically (``name.png``, ``name-1.png``).
+
+A leaf: every module that writes a file uses it, and it imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None], replace: bool = True) -> Path:
+    """Write a file so that ``target`` is either absent/old or complete, never partial.
+
+    ``write`` gets a binary file object for a temporary file in the same directory (a hidden
+    ``.<name>.*.tmp``), which is flushed, fsynced and then renamed over ``target`` with
+    ``os.replace``. With ``replace=False`` it is published with ``os.link`` instead, which fails with
+    FileExistsError if ``target`` exists, however recently it appeared. On any error the temporary
+    file is removed and the error re-raised.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); a stored path or image is an ordinary file.
+        os.chmod(tmp, 0o644)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            _publish_new(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
+def write_text_atomically(target: str | os.PathLike, text: str) -> Path:
+    """``write_atomically`` of a UTF-8 text."""
+    return write_atomically(target, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _publish_new(tmp: Path, target: Path) -> None:
+    """Give the complete file ``tmp`` the name ``target`` unless that name exists (FileExistsError)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (a narrow race remains)
+        if os.path.lexists(target):
+            raise FileExistsError(target) from None
+        os.replace(tmp, target)
+        return
+    tmp.unlink()
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX); not possible (nor needed) on Windows."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- new names
+
+
+def unique_path(directory: str | os.PathLike, stem: str, suffix: str = ".png") -> Path:
+    """Reserve and return a new file ``stem.png``, ``stem-1.png``, ``stem-2.png``, ...
+
+    The first free name is created empty with ``O_CREAT | O_EXCL``, which is atomic, so
+    concurrent callers never get the same name. The caller then writes (or replaces) it.
+    """
+    def create_empty(candidate: Path) -> None:
+        os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+    return _reserve(Path(directory), stem, suffix, create_empty)
+
+
+def unique_dir(parent: str | os.PathLike, stem: str) -> Path:
+    """Create and return a new folder ``stem``, ``stem-1``, ... in ``parent``.
+
+    ``mkdir`` fails if the folder exists, atomically, so two callers (even two processes at once)
+    always get two folders.
+    """
+    return _reserve(Path(parent), stem, "", Path.mkdir)
+
+
+def _reserve(directory: Path, stem: str, suffix: str, create) -> Path:
+    """The first of ``stem+suffix``, ``stem-1+suffix``, ... in ``directory`` that ``create`` makes
+    without raising FileExistsError."""
+    if not stem or stem in (".", "..") or Path(stem).name != stem or "\0" in stem:
+        raise ValueError(f"not a plain file stem: {stem!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    number = 0
+    while True:
+        candidate = directory / (f"{stem}{suffix}" if number == 0 else f"{stem}-{number}{suffix}")
+        try:
+            create(candidate)
+        except FileExistsError:
+            number += 1
+            continue
+        return candidate
+
+
+def write_new(directory: str | os.PathLike, stem: str, suffix: str, write: Callable[[BinaryIO], None]) -> Path:
+    """Reserve a new name (``unique_path``) and write the file atomically onto it; on failure free the
+    name again. Never overwrites."""
+    target = unique_path(directory, stem, suffix)
+    try:
+        write_atomically(target, write)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
