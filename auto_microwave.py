@@ -6,7 +6,7 @@ their own prompts (what baking changed in them), scaled by --path-weight.
 
   python auto_microwave.py "a red square" --k 2
 """
-from core import app, cli
+from core import cli, image_jobs
 from core.auto import AUTO_MODES
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--leave-out", action="store_true", help="ignore a path baked for this very prompt")
     cli.add_image_arguments(parser)
     args = parser.parse_args()
-    cli.run(lambda: app.auto_microwave_job(args))
+    cli.run(lambda: image_jobs.auto_microwave_job(cli.auto_job(args)))
 
 
 if __name__ == "__main__":

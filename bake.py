@@ -6,7 +6,7 @@ than aiming straight at it; the log compares the baked path with a normal run of
 
   python bake.py "a red circle" --model scenes
 """
-from core import batch, cli
+from core import bake_jobs, cli
 
 
 def main() -> None:
@@ -15,7 +15,7 @@ def main() -> None:
     cli.add_bake_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a path already in the store")
     args = parser.parse_args()
-    cli.run(lambda: batch.bake_job(args))
+    cli.run(lambda: bake_jobs.bake_job(cli.bake_job(args)))
 
 
 if __name__ == "__main__":

@@ -13,15 +13,15 @@ prompts of a run that died are baked again once its claims expire (--claim-ttl).
   python batch_bake.py prompts.txt --gpus cpu:2          # two CPU worker processes (testing, CPU-only)
   python batch_bake.py prompts.txt --ray auto            # Ray tasks, one batch on one GPU each
 """
-from core import batch, cli
+from core import bake_jobs, cli
 from core.claims import DEFAULT_TTL
-from core.workers import CPU_BATCH_SIZE, batch_size_arg
+from core.sizing import CPU_BATCH_SIZE
 
 
 def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("prompts", nargs="+", metavar="FILE|PROMPT", help="prompt files or prompts")
-    parser.add_argument("--batch-size", type=batch_size_arg, default="auto",
+    parser.add_argument("--batch-size", type=cli.batch_size_arg, default="auto",
                         help="prompts baked together as one batch; auto = as many as fit in GPU memory "
                              f"(measured by a probe bake, 20%% headroom), {CPU_BATCH_SIZE} on CPU")
     parser.add_argument("--gpus", help="one worker process per GPU: all, or indices like 0,1; cpu:N runs N CPU "
@@ -36,8 +36,7 @@ def main() -> None:
                              "worker may bake it")
     cli.add_bake_arguments(parser)
     args = parser.parse_args()
-    args.overwrite = False
-    cli.run(lambda: batch.batch_bake_job(args))
+    cli.run(lambda: bake_jobs.batch_bake_job(cli.bake_job(args)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from core.render import RenderSettings
 def main() -> None:
     parser = cli.make_parser(__doc__, recipe=False, outputs=False)
     parser.set_defaults(model=bench.VIT_B_32)
-    parser.add_argument("--prompts", type=bench.counts_arg, default=[1, 8, 64, 256],
+    parser.add_argument("--prompts", type=cli.counts_arg, default=[1, 8, 64, 256],
                         help="numbers of prompts P baked at once to measure (as memory allows)")
     parser.add_argument("--size", type=cli.int_at_least(8), default=128, help="image side in pixels")
     parser.add_argument("--cutn", type=cli.int_at_least(1), default=8, help="augmented views per image per step")
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=cli.int_at_least(0), default=0, help="CPU threads for torch (0 = torch's default)")
     defaults = BakeSettings()
     group = parser.add_argument_group("the bake measurement (default recipe, meta-gradient included)")
-    group.add_argument("--bake-prompts", type=bench.bake_prompts_arg, default="auto",
+    group.add_argument("--bake-prompts", type=cli.bake_prompts_arg, default="auto",
                        help=f"prompts baked at once: auto (what fits on CUDA, at most {bench.BAKE_AUTO_LIMIT}; "
                             "skipped on CPU), a number, or 0 to skip")
     group.add_argument("--stages", type=cli.int_at_least(1), default=defaults.stages, help="guides in the baked path")
@@ -39,7 +39,7 @@ def main() -> None:
     group.add_argument("--critic", default=defaults.critic,
                        help="the bake's critic: auto (random-init RN50 for vit-b-32), a model name, or none")
     args = parser.parse_args()
-    cli.run(lambda: bench.bench_job(args))
+    cli.run(lambda: bench.bench_job(cli.bench_job(args)))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ Writes the images, results.csv and an HTML page with the methods side by side; p
 
   python evaluate.py prompts/scenes.txt --model scenes --judge scenes-judge
 """
-from core import app, cli
+from core import cli, evaluate_job
 from core.auto import AUTO_MODES
-from core.workers import batch_size_arg
 
 
 def main() -> None:
@@ -23,13 +22,13 @@ def main() -> None:
                         help="how auto turns the nearest paths into stage targets (see auto_microwave.py)")
     parser.add_argument("--path-weight", type=float, default=None, help="weight of the paths in auto "
                                                                        "(default: the mode's, see auto_microwave.py)")
-    parser.add_argument("--batch-size", type=batch_size_arg, default=8,
+    parser.add_argument("--batch-size", type=cli.batch_size_arg, default=8,
                         help="prompts baked together when baking first (auto: as many as fit)")
     parser.add_argument("--store-prompts", help="more prompts to bake into the store first (not evaluated): "
                                                  "the neighbours auto draws on")
     cli.add_bake_arguments(parser)
     args = parser.parse_args()
-    cli.run(lambda: app.evaluate_job(args))
+    cli.run(lambda: evaluate_job.evaluate_job(cli.evaluate_job(args)))
 
 
 if __name__ == "__main__":

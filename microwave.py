@@ -4,7 +4,7 @@
   python microwave.py baked/a_red_circle.pt
   python microwave.py "a blue circle" baked/a_red_circle.pt --mix 0.5
 """
-from core import app, cli
+from core import cli, image_jobs
 
 
 def main() -> None:
@@ -15,8 +15,7 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.items) > 2:
         parser.error("expected [PROMPT] PATH")
-    args.prompt, args.path = (args.items if len(args.items) == 2 else (None, args.items[0]))
-    cli.run(lambda: app.microwave_job(args))
+    cli.run(lambda: image_jobs.microwave_job(cli.microwave_job(args)))
 
 
 if __name__ == "__main__":

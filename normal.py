@@ -4,7 +4,7 @@ size as a microwave run of the same recipe (stages x steps-per-stage).
 
   python normal.py "a red circle"
 """
-from core import app, cli
+from core import cli, image_jobs
 
 
 def main() -> None:
@@ -13,7 +13,7 @@ def main() -> None:
     parser.add_argument("--steps", type=cli.int_at_least(1), help="total steps (default: the recipe's stages x steps-per-stage)")
     cli.add_image_arguments(parser)
     args = parser.parse_args()
-    cli.run(lambda: app.normal_job(args))
+    cli.run(lambda: image_jobs.normal_job(cli.normal_job(args)))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,14 @@ from typing import Callable
 
 import torch
 
-from core.models import Clip
+from core.bake import bake_prompts
+from core.bake_settings import BakeSettings
+from core.jobs import BenchJob
+from core.losses import range_penalty, spherical_distance, total_variation
+from core.meta_loss import Critic
+from core.models import Clip, _clip_package, load_clip, resolve_critic, resolve_device
 from core.render import Pipeline, RenderSettings, autocast_for, random_pixels, replay, to_image
+from core.sizing import AUTO, resolve_batch_size
 
 VIT_B_32 = "vit-b-32"
 RN50 = "rn50"
@@ -38,8 +44,6 @@ STEPS_PER_STAGE = 10  # stage length of every measured loop (the original made a
 def bench_clip(name: str, device: str | torch.device = "auto") -> Clip:
     """The model to measure: `vit-b-32` or `rn50` (random init, OpenAI's architecture; same compute, no
     download) or any `load_clip` name."""
-    from core.models import _clip_package, load_clip, resolve_device
-
     if name not in ARCHITECTURES:
         return load_clip(name, device)
     device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -53,8 +57,6 @@ def bench_clip(name: str, device: str | torch.device = "auto") -> Clip:
 
 def bench_critic(name: str, guide: Clip) -> Clip | None:
     """The bake's critic: `auto` is RN50 (random init) for the ViT-B/32 guide, else what a bake would use."""
-    from core.models import resolve_critic
-
     if name == "auto" and guide.name == VIT_B_32:
         name = RN50
     name = resolve_critic(name, guide.name)
@@ -135,8 +137,6 @@ def sequential_rate(clip: Clip, runs: int, settings: RenderSettings, steps: int,
 
 def original_rate(clip: Clip, settings: RenderSettings, steps: int, repeats: int = 1) -> float:
     """Steps/s of the original loop's shape: one prompt, fp32, a new AdamW each stage, one cutout a step."""
-    from core.losses import range_penalty, spherical_distance, total_variation
-
     staged, stages = _stage_settings(settings, steps)
     target = _targets(clip, 1, 1)[:, 0]
     pipeline = Pipeline.build(staged, clip)
@@ -191,8 +191,6 @@ def bake_rate(clip: Clip, critic_clip: Clip | None, prompts: int, settings: Rend
     The fastest meta-step after the first (kernels, allocator and compilation warm up in it) stands for
     every meta-step of a full bake; the held-out comparison after the last meta-step is timed as it is.
     """
-    from core.bake import Critic, bake_prompts
-
     critic = None
     if critic_clip is not None:
         critic = Critic(critic_clip, _targets(critic_clip, prompts, 1)[:, 0], bake.critic_weight)
@@ -309,13 +307,11 @@ def run_bench(model: str, device: str, prompts: list[int], size: int, cutn: int,
     result = BenchResult(str(clip.device), clip.name, size, cutn, measured_steps, torch.get_num_threads(),
                          ceiling_batch, ceiling, original, rates)
     if bake_count and bake is not None:
-        from core import workers
-
         critic_clip = bench_critic(critic, clip)
         bake_render = replace(settings, steps_per_stage=steps_per_stage)
         count = bake_count
-        if count == workers.AUTO:
-            count = workers.resolve_batch_size(count, clip, bake_render, bake, BAKE_AUTO_LIMIT, log, critic_clip)
+        if count == AUTO:
+            count = resolve_batch_size(count, clip, bake_render, bake, BAKE_AUTO_LIMIT, log, critic_clip)
         log(f"bake: P={count}, {bake.stages} stages x {steps_per_stage} steps ...")
         result.bake = bake_rate(clip, critic_clip, count, bake_render, bake)
         result.bake_recipe = (f"{bake.stages}×{steps_per_stage} steps, {bake.meta_steps} meta-steps, "
@@ -328,46 +324,18 @@ def precision_of(device: torch.device) -> str:
     return "bf16 autocast" if device.type == "cuda" else "fp32"
 
 
-def counts_arg(text: str) -> list[int]:
-    """argparse type of `--prompts`: `1,8,64` -> [1, 8, 64]."""
-    import argparse
-
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected numbers of prompts like 1,8,64, got '{text}'")
-    return values
-
-
-def bake_prompts_arg(text: str) -> int | str:
-    """argparse type of `--bake-prompts`: `auto`, or a number of prompts (0 skips the bake)."""
-    import argparse
-
-    if text == "auto":
-        return text
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts, got '{text}'")
-    return int(text)
-
-
-def bench_job(args) -> None:
-    """bench.py: run the benchmark on the command line's settings and print the markdown table."""
-    from core.bake import BakeSettings
-    from core.models import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    batch = args.ceiling_batch or (512 if device.type == "cuda" else 16)
-    log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    bake_count = args.bake_prompts
+def bench_job(job: BenchJob) -> None:
+    """bench.py: run the benchmark on the job's settings and print the markdown table."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    device = resolve_device(job.device)
+    batch = job.ceiling_batch or (512 if device.type == "cuda" else 16)
+    log = (lambda line: None) if job.quiet else (lambda line: print(line, flush=True))
+    bake_count = job.bake_prompts
     if bake_count == "auto" and device.type != "cuda":
         log("bake: skipped on CPU (a default bake of ViT-B/32 takes hours there; use --bake-prompts N)")
         bake_count = 0
-    bake = BakeSettings(stages=args.stages)
-    result = run_bench(args.model, device, args.prompts, args.size, args.cutn, args.steps, batch, args.repeats, log,
-                       compile=args.compile, bake_count=bake_count, bake=bake, critic=args.critic,
-                       steps_per_stage=args.steps_per_stage)
+    result = run_bench(job.model, device, job.prompts, job.size, job.cutn, job.steps, batch, job.repeats, log,
+                       compile=job.compile, bake_count=bake_count, bake=BakeSettings(stages=job.stages),
+                       critic=job.critic, steps_per_stage=job.steps_per_stage)
     print(result.markdown())

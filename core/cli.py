@@ -1,13 +1,36 @@
-"""What every script shares: common arguments, and turning user mistakes into one-line errors."""
+"""From the command line to a job: the options every script shares, the flags derived from the settings
+dataclasses, parsed options turned into typed jobs (`core.jobs`), and user mistakes turned into one line.
+
+Option names are declared once, in the settings: every field of `RenderSettings` and `BakeSettings` that
+has `help` metadata is a flag (`--meta-lr` from `meta_lr`); a recipe key's flag overrides the recipe's
+value. Nothing below this module sees argparse: the scripts parse, `*_job(args)` builds the job, and the
+job modules take only that.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
+import warnings
 from typing import Callable
 
+from core.bake_settings import BakeSettings
+from core.constraints import CONSTRAINTS
 from core.errors import UserError
+from core.jobs import (AutoJob, BakeJob, BenchJob, EvaluateJob, ImageOptions, MicrowaveJob, NormalJob,
+                       RunOptions)
+from core.meta_optimisers import META_OPTIMIZERS
+from core.postproc import POSTPROC
+from core.recipes import FLAG_PARAMS, RecipeChoice
+from core.sizing import AUTO
+from core.store import DEFAULT_STORE
+from core.transforms import TRANSFORMS
 
 EXIT_USAGE = 2
+
+# Settings fields whose values are names from a registry: the flag offers those names (with their docs).
+CHOICES = {"meta": {name: doc for name, (_, doc) in META_OPTIMIZERS.items()}}
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -21,6 +44,8 @@ class Parser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
+
+# --- argparse types ----------------------------------------------------------------------------------
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number no smaller than `minimum` (so a bad count is a one-line error
@@ -38,12 +63,43 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def batch_size_arg(text: str) -> int | str:
+    """argparse type of `--batch-size`: `auto` or a positive number of prompts."""
+    if text == AUTO:
+        return AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the batch size must be at least 1, got {value}")
+    return value
+
+
+def counts_arg(text: str) -> list[int]:
+    """argparse type of bench's `--prompts`: `1,8,64` -> [1, 8, 64]."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected numbers of prompts like 1,8,64, got '{text}'")
+    return values
+
+
+def bake_prompts_arg(text: str) -> int | str:
+    """argparse type of bench's `--bake-prompts`: `auto`, or a number of prompts (0 skips the bake)."""
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts, got '{text}'")
+    return int(text)
+
+
+# --- parsers -----------------------------------------------------------------------------------------
+
 def toolkit_epilog() -> str:
     """The transforms, constraints and post-processing a recipe can use, listed from their registries."""
-    from core.constraints import CONSTRAINTS
-    from core.postproc import POSTPROC
-    from core.transforms import TRANSFORMS
-
     parts = [f"{registry.title} (recipe key '{key}'):\n" + "\n".join(f"  {line}" for line in registry.help_text().splitlines())
              for key, registry in (("views", TRANSFORMS), ("constraints", CONSTRAINTS), ("postproc", POSTPROC))]
     return "\n\n".join(parts) + "\n\nFull reference: docs/reference.md"
@@ -55,8 +111,6 @@ def make_parser(description: str, recipe: bool = True, outputs: bool = True) -> 
     `recipe`: also the recipe options; `outputs`: also those of scripts that make images or paths
     (seed, out, store, truncate, wandb), which a benchmark has no use for.
     """
-    from core.store import DEFAULT_STORE
-
     parser = Parser(description=description, formatter_class=_Formatter,
                     epilog=toolkit_epilog() if recipe else None)
     parser.add_argument("--model", default="auto",
@@ -77,20 +131,22 @@ def make_parser(description: str, recipe: bool = True, outputs: bool = True) -> 
     return parser
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options that override the recipe (None = keep the recipe's value)."""
+    """`--recipe` and a flag for every number of a recipe but the bake's (`recipes.FLAG_PARAMS`); a flag
+    given replaces the recipe's value, which the recipe then checks."""
     group = parser.add_argument_group("recipe (overrides the values of --recipe)")
-    # No argparse default, so that an explicit `--recipe default` can override a path's own recipe.
+    # No argparse defaults, so that an explicit `--recipe default` can override a path's own recipe, and
+    # a value not given on the command line is the recipe's.
     group.add_argument("--recipe", default=argparse.SUPPRESS,
                        help="a recipe name in recipes/ or a YAML file (default: 'default'; microwave.py: the "
                             "recipe its path was baked with)")
-    group.add_argument("--size", type=int, help="image side in pixels")
-    group.add_argument("--steps-per-stage", type=int, help="inner steps per stage")
-    group.add_argument("--lr", type=float, help="pixel learning rate (Adam)")
-    group.add_argument("--tv-weight", type=float, help="total-variation weight")
-    group.add_argument("--cutn", type=int, help="augmented views per step")
-    group.add_argument("--quantize", type=int, help="colour levels of the saved image (16 = the original's "
-                                                    "pixel-art look; 0 = off)")
+    for param in FLAG_PARAMS:
+        group.add_argument(_flag(param.name), type=int if param.kind == "int" else float, default=argparse.SUPPRESS,
+                           help=f"{param.doc} (default: the recipe's; {param.default} in the default recipe)")
 
 
 def add_image_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,59 +159,112 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of a bake (bake.py, batch_bake.py, and evaluate.py for the paths it bakes first)."""
-    from core.bake import META_OPTIMIZERS, BakeSettings
-
-    defaults = BakeSettings()
+    """Options of a bake (bake.py, batch_bake.py, and evaluate.py for the paths it bakes first): a flag for
+    every `BakeSettings` field with `help`, and --no-report."""
     group = parser.add_argument_group("baking")
-    group.add_argument("--stages", type=int_at_least(1),
-                       help=f"guides in a path (default: the recipe's; {defaults.stages} in the default recipe)")
-    group.add_argument("--meta-steps", type=int_at_least(1),
-                       help=f"meta-optimisation steps or generations (default: the recipe's; {defaults.meta_steps} "
-                            "in the default recipe)")
-    group.add_argument("--meta", choices=list(META_OPTIMIZERS), default=defaults.meta,
-                       help="meta-optimiser: " + "; ".join(f"{name}: {doc}" for name, (_, doc) in META_OPTIMIZERS.items()))
-    group.add_argument("--meta-lr", type=float, default=defaults.meta_lr, help="learning rate of the guides (unrolled)")
-    group.add_argument("--unroll", type=int_at_least(1), default=defaults.unroll,
-                       help="K: inner steps differentiated at the end of each stage (unrolled)")
-    group.add_argument("--starts", type=int_at_least(1), default=defaults.starts, help="random starts per meta-step")
-    group.add_argument("--prompt-pull", type=float, default=defaults.prompt_pull,
-                       help="weight of a decaying pull of the guides toward the prompt (the original's regulariser)")
-    group.add_argument("--eval-starts", type=int_at_least(1), default=defaults.eval_starts,
-                       help="held-out random starts for the baked-vs-normal comparison")
-    group.add_argument("--population", type=int_at_least(2), default=defaults.population,
-                       help="candidates a generation (cma, ga, anchored-cma, anchored-es)")
-    group.add_argument("--sigma", type=float, default=defaults.sigma,
-                       help="search step (cma, anchored-cma) / mutation strength (ga, anchored-es)")
+    hints = typing.get_type_hints(BakeSettings)
+    for item in dataclasses.fields(BakeSettings):
+        if "help" in item.metadata:
+            group.add_argument(_flag(item.name), **_setting_flag(item, hints[item.name]))
     group.add_argument("--no-report", dest="report", action="store_false",
                        help="skip the HTML report (images per stage, loss curves, GIF) in OUT/reports/")
-    group.add_argument("--trust-angle", type=float, default=defaults.trust_angle,
-                       help="radians a guide may turn away from the prompt (cma, ga)")
-    group.add_argument("--meta-views", type=int_at_least(0), default=defaults.meta_views,
-                       help="score the final image on this many augmented views while baking (0 = the image itself)")
-    group.add_argument("--critic", default=defaults.critic,
-                       help="the model that scores the final images while baking, so paths are rewarded for "
-                            "images another model recognises too: auto (scenes-critic for the scenes models, "
-                            "RN50 for OpenAI ones), a model name, or none (the guide alone); never the judge "
-                            "of evaluate.py")
-    group.add_argument("--critic-weight", type=float, default=defaults.critic_weight,
-                       help="the critic's share of the meta-loss (1 = the critic alone)")
-    group.add_argument("--anchor-lr", type=float, default=defaults.anchor_lr,
-                       help="learning rate of the anchored blend weights (anchored)")
-    group.add_argument("--anchor-limit", type=float, default=defaults.anchor_limit,
-                       help="bound on every anchored blend weight (anchored, anchored-cma)")
 
 
-def recipe_overrides(args: argparse.Namespace) -> dict:
-    """The recipe values given on the command line."""
-    names = ["size", "steps_per_stage", "lr", "tv_weight", "cutn", "quantize", "stages", "meta_steps"]
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+def _setting_flag(item: dataclasses.Field, kind: type) -> dict:
+    """argparse keywords of a settings field's flag: its type (a minimum checked at once), choices, help and
+    default (a recipe key's flag has none: the recipe's value stands unless it is given)."""
+    keywords: dict = {"help": item.metadata["help"]}
+    minimum = item.metadata.get("minimum")
+    if kind is int:
+        keywords["type"] = int_at_least(minimum) if minimum is not None else int
+    elif kind is float:
+        keywords["type"] = float
+    if item.name in CHOICES:
+        keywords["choices"] = list(CHOICES[item.name])
+        keywords["help"] += ": " + "; ".join(f"{name}: {doc}" for name, doc in CHOICES[item.name].items())
+    if item.metadata.get("recipe"):
+        keywords["default"] = argparse.SUPPRESS
+        keywords["help"] += f" (default: the recipe's; {item.default} in the default recipe)"
+    else:
+        keywords["default"] = item.default
+    return keywords
 
+
+# --- parsed options -> jobs --------------------------------------------------------------------------
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The options every run shares (those a script does not take keep their defaults)."""
+    given = {item.name: getattr(args, item.name) for item in dataclasses.fields(RunOptions) if hasattr(args, item.name)}
+    return RunOptions(**given)
+
+
+def recipe_choice(args: argparse.Namespace) -> RecipeChoice:
+    """`--recipe` (None when not given) and the recipe values given as flags, bake ones included."""
+    names = [param.name for param in FLAG_PARAMS] + [item.name for item in dataclasses.fields(BakeSettings)
+                                                       if item.metadata.get("recipe")]
+    return RecipeChoice(getattr(args, "recipe", None), {name: getattr(args, name) for name in names
+                                                        if getattr(args, name, None) is not None})
+
+
+def image_options(args: argparse.Namespace) -> ImageOptions:
+    """How the image scripts save their image (--init, --save-every, --gif, --upscale)."""
+    return ImageOptions(args.init, args.save_every, args.gif, args.upscale)
+
+
+def bake_settings(args: argparse.Namespace) -> BakeSettings:
+    """The bake options given (recipe keys among them are taken from the recipe when the job resolves it)."""
+    return BakeSettings(**{item.name: getattr(args, item.name) for item in dataclasses.fields(BakeSettings)
+                           if hasattr(args, item.name)})
+
+
+def normal_job(args: argparse.Namespace) -> NormalJob:
+    """normal.py's command line as a job."""
+    return NormalJob(args.prompt, run=run_options(args), recipe=recipe_choice(args), image=image_options(args),
+                     steps=args.steps)
+
+
+def microwave_job(args: argparse.Namespace) -> MicrowaveJob:
+    """microwave.py's command line (`[PROMPT] PATH`, --mix) as a job."""
+    prompt, path = args.items if len(args.items) == 2 else (None, args.items[0])
+    return MicrowaveJob(path, prompt=prompt, mix=args.mix, run=run_options(args), recipe=recipe_choice(args),
+                        image=image_options(args))
+
+
+def auto_job(args: argparse.Namespace) -> AutoJob:
+    """auto_microwave.py's command line as a job."""
+    return AutoJob(args.prompt, k=args.k, mode=args.mode, path_weight=args.path_weight, leave_out=args.leave_out,
+                   run=run_options(args), recipe=recipe_choice(args), image=image_options(args))
+
+
+def bake_job(args: argparse.Namespace) -> BakeJob:
+    """bake.py's (one prompt, --overwrite) or batch_bake.py's (prompts, files, workers) command line as a job."""
+    if hasattr(args, "prompt"):  # bake.py: this one prompt, baked again only with --overwrite
+        return BakeJob([args.prompt], run=run_options(args), recipe=recipe_choice(args), bake=bake_settings(args),
+                       batch_size=1, report=args.report, overwrite=args.overwrite, skip_existing=False)
+    return BakeJob(list(args.prompts), run=run_options(args), recipe=recipe_choice(args), bake=bake_settings(args),
+                   batch_size=args.batch_size, report=args.report, gpus=args.gpus, ray=args.ray,
+                   claim_ttl=args.claim_ttl)
+
+
+def evaluate_job(args: argparse.Namespace) -> EvaluateJob:
+    """evaluate.py's command line as a job."""
+    methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+    return EvaluateJob(args.prompts_file, judge=args.judge, seeds=args.seeds, methods=methods, k=args.k,
+                       auto_mode=args.auto_mode, path_weight=args.path_weight, store_prompts=args.store_prompts,
+                       batch_size=args.batch_size, report=args.report, run=run_options(args),
+                       recipe=recipe_choice(args), bake=bake_settings(args))
+
+
+def bench_job(args: argparse.Namespace) -> BenchJob:
+    """bench.py's command line as a job."""
+    fields = {item.name for item in dataclasses.fields(BenchJob)}
+    return BenchJob(**{name: value for name, value in vars(args).items() if name in fields})
+
+
+# --- running -----------------------------------------------------------------------------------------
 
 def run(main: Callable[[], int | None]) -> None:
     """Run a script's main: a `UserError` (or a full GPU) becomes one line on stderr and exit status 2."""
-    import warnings
-
     # the clip package imports pkg_resources, which warns on every run; users cannot act on it
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     try:

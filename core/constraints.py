@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 
 from core.errors import UserError
+from core.image_ops import border_mask, gaussian_blur
 from core.registry import Configured, Param, Registry
 from core.schedule import Ramp
-from core.transforms import border_mask, gaussian_blur
 
 CONSTRAINTS = Registry(
     "constraint",

@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
+from core.image_ops import border_mask, gaussian_blur
 from core.registry import Configured, Param, Registry
-from core.transforms import border_mask, gaussian_blur
 
 POSTPROC = Registry(
     "postproc",

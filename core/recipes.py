@@ -10,47 +10,84 @@ recipe beside each image (`<image>.yaml`); a baked path keeps it in its file.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from core.bake import BakeSettings
+from core.bake_settings import BakeSettings, recipe_fields
 from core.constraints import build_constraints
 from core.errors import UserError
 from core.postproc import build_postproc
 from core.registry import Param
 from core.render import RenderSettings
-from core.transforms import DEFAULT_VIEWS, build_chain
+from core.transforms import build_chain
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
-# The defaults are the settings dataclasses' own, declared once there.
-_RENDER, _BAKE = RenderSettings(), BakeSettings()
+# Recipe keys that belong to no settings dataclass: how the saved image is quantised, what every prompt adds.
+OUTPUT_PARAMS = (Param("quantize", 0, "colour levels per channel of the saved image (16 = the original's "
+                                      "pixel-art look; 0 = off)", kind="int", minimum=0),)
+TARGET_PARAMS = (Param("targets", "", "weighted targets added to every prompt, e.g. 'text, words:-0.5 | "
+                                      "pixel art:0.5'", kind="text"),)
+# The order recipes are written in (the YAML beside an image, errors listing the keys); keys added later
+# follow in the order they are declared.
+KEY_ORDER = ("size", "stages", "steps_per_stage", "lr", "weight_decay", "tv_weight", "range_weight", "cutn",
+             "quantize", "meta_steps", "targets", "views", "constraints", "postproc")
+_KINDS = {int: "int", float: "float", str: "text", bool: "bool"}
 
-RECIPE_PARAMS = (
-    Param("size", _RENDER.size, "side of the rendered image in pixels", kind="int", minimum=8),
-    Param("stages", _BAKE.stages, "number of stages (one guide target each)", kind="int", minimum=1),
-    Param("steps_per_stage", _RENDER.steps_per_stage, "optimisation steps per stage", kind="int", minimum=1),
-    Param("lr", _RENDER.lr, "learning rate of the pixel optimiser", kind="float", minimum=0),
-    Param("weight_decay", _RENDER.weight_decay, "AdamW weight decay of the pixel optimiser",
-          kind="float", minimum=0),
-    Param("tv_weight", _RENDER.tv_weight, "weight of the total-variation loss (smoothness)",
-          kind="float", minimum=0),
-    Param("range_weight", _RENDER.range_weight, "weight of the penalty on pixels outside [0, 1]",
-          kind="float", minimum=0),
-    Param("cutn", _RENDER.cutn, "views per image per step", kind="int", minimum=1),
-    Param("quantize", 0, "values per channel of the saved image (0: off)", kind="int", minimum=0),
-    Param("meta_steps", _BAKE.meta_steps, "meta-optimisation steps (or generations) of a bake", kind="int",
-          minimum=1),
-    Param("targets", "", "weighted targets added to every prompt, e.g. 'text, words:-0.5 | pixel art:0.5'",
-          kind="text"),
-    Param("views", copy.deepcopy(DEFAULT_VIEWS), "transform chain (see Transforms)", kind="list"),
-    Param("constraints", [], "constraints (see Constraints)", kind="list"),
-    Param("postproc", [], "post-processing (see Post-processing)", kind="list"),
-)
+
+def _param(item: dataclasses.Field, hints: dict) -> Param:
+    """A recipe key from a settings field: its default, its `help` and `minimum` metadata, its type."""
+    kind = _KINDS.get(hints[item.name], "list")
+    if "recipe_default" in item.metadata:
+        default = copy.deepcopy(item.metadata["recipe_default"])
+    elif item.default is not dataclasses.MISSING:
+        default = item.default
+    else:
+        default = item.default_factory()
+    return Param(item.name, default, item.metadata["help"], kind=kind, minimum=item.metadata.get("minimum"))
+
+
+def _settings_params() -> list[Param]:
+    """The recipe keys the settings dataclasses declare: every field of `RenderSettings`, and the fields
+    of `BakeSettings` marked as recipe keys."""
+    render_hints = typing.get_type_hints(RenderSettings)
+    bake_hints = typing.get_type_hints(BakeSettings)
+    return ([_param(item, render_hints) for item in dataclasses.fields(RenderSettings)]
+            + [_param(item, bake_hints) for item in recipe_fields()])
+
+
+def _ordered(params: list[Param]) -> tuple[Param, ...]:
+    rank = {name: index for index, name in enumerate(KEY_ORDER)}
+    return tuple(sorted(params, key=lambda param: rank.get(param.name, len(KEY_ORDER))))
+
+
+RECIPE_PARAMS = _ordered([*_settings_params(), *OUTPUT_PARAMS, *TARGET_PARAMS])
+# Recipe values a flag of every rendering script can replace (the bake's own, stages and meta_steps, are
+# flags of the scripts that bake): the numbers of RenderSettings, and the output's.
+FLAG_PARAMS = tuple(param for param in RECIPE_PARAMS if param.kind in ("int", "float")
+                    and param.name not in {item.name for item in recipe_fields()})
 
 DEFAULT_RECIPE = {param.name: param.default for param in RECIPE_PARAMS}
+
+
+@dataclass
+class RecipeChoice:
+    """A run's recipe as the command line gives it: `name`, a recipe in recipes/ or a YAML file (None:
+    not given), and `overrides`, the recipe values given as flags, which replace the recipe's."""
+
+    name: str | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def resolve(self, base: dict | None = None) -> dict:
+        """The validated recipe: `name` (or `base`, e.g. a path's own recipe; else 'default') with the
+        overrides applied."""
+        recipe = dict(base) if base is not None else load_recipe(self.name or "default")
+        return merge_overrides(recipe, self.overrides)
 
 
 def recipe_path(name_or_file: str | Path) -> Path:

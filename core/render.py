@@ -17,25 +17,38 @@ from typing import Callable
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm.auto import tqdm
 
+from core.constraints import build_constraints
 from core.losses import range_penalty, spherical_distance, total_variation
 from core.models import Clip
+from core.postproc import build_postproc
+from core.transforms import DEFAULT_VIEWS, build_chain
 
 
 @dataclass
 class RenderSettings:
-    """How pixels are optimised: the inner loop of every script (a recipe's render part)."""
+    """How pixels are optimised: the inner loop of every script (a recipe's render part).
 
-    size: int = 128
-    steps_per_stage: int = 30
-    lr: float = 0.12
-    weight_decay: float = 0.0
-    tv_weight: float = 1.4
-    range_weight: float = 1.0
-    cutn: int = 8
-    views: list | None = None  # transform chain (core.transforms); None = the default cutouts
-    constraints: list = field(default_factory=list)  # core.constraints config
-    postproc: list = field(default_factory=list)  # core.postproc config
+    Every field is a recipe key (`core.recipes`), documented by its `help`; a number is also a command-line
+    flag of every script that renders (`--steps-per-stage` from `steps_per_stage`, `core.cli`).
+    """
+
+    size: int = field(default=128, metadata={"help": "side of the rendered image in pixels", "minimum": 8})
+    steps_per_stage: int = field(default=30, metadata={"help": "optimisation steps per stage", "minimum": 1})
+    lr: float = field(default=0.12, metadata={"help": "learning rate of the pixel optimiser (Adam)", "minimum": 0})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the pixel optimiser",
+                                                       "minimum": 0})
+    tv_weight: float = field(default=1.4, metadata={"help": "weight of the total-variation loss (smoothness)",
+                                                    "minimum": 0})
+    range_weight: float = field(default=1.0, metadata={"help": "weight of the penalty on pixels outside [0, 1]",
+                                                       "minimum": 0})
+    cutn: int = field(default=8, metadata={"help": "augmented views per image per step", "minimum": 1})
+    # None = the default cutouts
+    views: list | None = field(default=None, metadata={"help": "transform chain (see Transforms)",
+                                                       "recipe_default": DEFAULT_VIEWS})
+    constraints: list = field(default_factory=list, metadata={"help": "constraints (see Constraints)"})
+    postproc: list = field(default_factory=list, metadata={"help": "post-processing (see Post-processing)"})
 
     @classmethod
     def from_recipe(cls, recipe: dict) -> "RenderSettings":
@@ -103,10 +116,6 @@ class Pipeline:
     @classmethod
     def build(cls, settings: RenderSettings, clip: Clip, total_steps: int | None = None) -> "Pipeline":
         """Build the parts; `total_steps` resolves `start`/`end` given in steps."""
-        from core.constraints import build_constraints
-        from core.postproc import build_postproc
-        from core.transforms import DEFAULT_VIEWS, build_chain
-
         views = settings.views if settings.views is not None else DEFAULT_VIEWS
         return cls(build_chain(views, clip.image_size, total_steps),
                    build_constraints(settings.constraints, total_steps),
@@ -223,8 +232,6 @@ class ProgressReporter:
     """An `on_step` callback driving a tqdm bar; reads the loss (a host sync) at most every 0.5 s."""
 
     def __init__(self, total: int, desc: str, enabled: bool = True, interval: float = 0.5):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
         self.interval = interval
         self.last = 0.0

@@ -1,4 +1,4 @@
-"""Optional Weights & Biases logging (`--wandb`); wandb is imported only when asked for."""
+"""Optional Weights & Biases logging (`--wandb`: a job's `run.wandb`); wandb is imported only when asked for."""
 from __future__ import annotations
 
 import time
@@ -47,8 +47,3 @@ class Tracker:
         if self.run is not None:
             array = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype("uint8")
             self.run.log({key: self.wandb.Image(array)})
-
-
-def tracker_for(args, job: str, config: dict) -> Tracker:
-    """The tracker of a job run from the command line: logging to wandb only with `--wandb`."""
-    return Tracker(getattr(args, "wandb", False), job, config)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.image_ops import (affine_sample, gather_windows, gaussian_blur, pixel_linear_to_theta, resize,
+                            roll_images, rotation_matrices)
 from core.registry import Configured, Param, Registry
 
 TRANSFORMS = Registry(
@@ -98,95 +100,6 @@ def _pixels(size: int | float, context: ViewContext) -> int:
     return max(1, int(round(size * context.base_size)))
 
 
-def gather_windows(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Per-image pixel windows: `out[n, :, i, j] = images[n, :, rows[n, i], cols[n, j]]`.
-
-    `rows` is `[N, h]`, `cols` `[N, w]` (long). Built from two `gather`s, so it is linear in the
-    images and differentiable any number of times.
-    """
-    count, channels, height, width = images.shape
-    row_index = rows[:, None, :, None].expand(count, channels, rows.shape[1], width)
-    picked_rows = images.gather(2, row_index)
-    col_index = cols[:, None, None, :].expand(count, channels, rows.shape[1], cols.shape[1])
-    return picked_rows.gather(3, col_index)
-
-
-def roll_images(images: torch.Tensor, shift_rows: torch.Tensor, shift_cols: torch.Tensor) -> torch.Tensor:
-    """`torch.roll` with a different (wrap-around) shift per image; shifts are `[N]` integer tensors."""
-    _, _, height, width = images.shape
-    device = images.device
-    rows = (torch.arange(height, device=device)[None, :] - shift_rows.to(device)[:, None]) % height
-    cols = (torch.arange(width, device=device)[None, :] - shift_cols.to(device)[:, None]) % width
-    return gather_windows(images, rows, cols)
-
-
-def gaussian_kernel(kernel_size: int, sigma: float | None, device, dtype) -> torch.Tensor:
-    """A normalised 1-D gaussian; sigma None picks the usual `0.3 * ((k - 1) / 2 - 1) + 0.8`."""
-    if sigma is None or sigma <= 0:
-        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
-    positions = torch.arange(kernel_size, device=device, dtype=dtype) - (kernel_size - 1) / 2
-    kernel = torch.exp(-positions**2 / (2 * sigma**2))
-    return kernel / kernel.sum()
-
-
-def gaussian_blur(images: torch.Tensor, kernel_size: int, sigma: float | None = None) -> torch.Tensor:
-    """Separable gaussian blur with reflected borders; keeps the shape, twice differentiable."""
-    _, channels, height, width = images.shape
-    # Reflection padding needs the pad to be smaller than the side, and kernels must be odd.
-    largest = 2 * min(height, width) - 1
-    kernel_size = min(int(kernel_size), largest)
-    if kernel_size % 2 == 0:
-        kernel_size -= 1
-    if kernel_size <= 1:
-        return images
-    kernel = gaussian_kernel(kernel_size, sigma, images.device, images.dtype)
-    pad = kernel_size // 2
-    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-    horizontal = kernel.view(1, 1, 1, kernel_size).expand(channels, 1, 1, kernel_size)
-    vertical = kernel.view(1, 1, kernel_size, 1).expand(channels, 1, kernel_size, 1)
-    blurred = F.conv2d(padded, horizontal, groups=channels)
-    return F.conv2d(blurred, vertical, groups=channels)
-
-
-def border_mask(height: int, width: int, size: int, device=None) -> torch.Tensor:
-    """`[H, W]` booleans: true within `size` pixels of an edge."""
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
-    near_row = (rows < size) | (rows >= height - size)
-    near_col = (cols < size) | (cols >= width - size)
-    return near_row[:, None] | near_col[None, :]
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize to `size x size`: area averaging when shrinking (no aliasing), bilinear when growing."""
-    height, width = images.shape[-2:]
-    if (height, width) == (size, size):
-        return images
-    if height >= size and width >= size:
-        return F.interpolate(images, size=(size, size), mode="area")
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def _pixel_linear_to_theta(linear: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """A linear map in pixel units `[N, 2, 2]` expressed in grid_sample's normalised coordinates."""
-    # Normalised x spans width pixels and y height pixels, so rotations must be conjugated by the
-    # aspect ratio to stay rotations (not shears) on non-square images.
-    scale = linear.new_tensor([width / 2, height / 2])
-    return linear * scale[None, None, :] / scale[None, :, None]
-
-
-def _sample(images: torch.Tensor, theta: torch.Tensor, size: tuple[int, int], padding: str) -> torch.Tensor:
-    """One `affine_grid` + `grid_sample` for the whole batch; `theta` maps output to input coordinates."""
-    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], *size], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
-
-
-def _rotations(angles_degrees: torch.Tensor) -> torch.Tensor:
-    radians = angles_degrees * (math.pi / 180)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-
-
 PADDING = Param(
     "padding", "reflection", "what is seen outside the image", kind="text",
     choices=("zeros", "border", "reflection"),
@@ -243,11 +156,11 @@ def random_rotate(images, values, context):
     angles = _uniform(context, low, high, images)
     center_low, center_high = values["center"]
     centers = _uniform(context, center_low, center_high, images, 2) * 2 - 1
-    linear = _pixel_linear_to_theta(_rotations(angles), height, width)
+    linear = pixel_linear_to_theta(rotation_matrices(angles), height, width)
     # input = c + A (p - c): rotate about the centre c.
     translation = centers - (linear @ centers[:, :, None])[:, :, 0]
     theta = torch.cat([linear, translation[:, :, None]], dim=2)
-    return _sample(images, theta, (height, width), values["padding"])
+    return affine_sample(images, theta, (height, width), values["padding"])
 
 
 @TRANSFORMS.register(
@@ -263,7 +176,7 @@ def random_scale(images, values, context):
     theta = images.new_zeros(count, 2, 3)
     theta[:, 0, 0] = 1 / scales
     theta[:, 1, 1] = 1 / scales
-    return _sample(images, theta, (height, width), values["padding"])
+    return affine_sample(images, theta, (height, width), values["padding"])
 
 
 def _crop_side(name: str, values, context, height: int, width: int) -> int:
@@ -400,10 +313,10 @@ def cutouts(images, values, context):
     shear_matrix[:, 1, 1] = 1
     # Output pixel p (square, in -1..1) -> input pixel units: half crop side * R * shear * mirror * p.
     half_side = (scales * side / 2)[:, None, None]
-    pixel_linear = half_side * (_rotations(angles) @ shear_matrix)
+    pixel_linear = half_side * (rotation_matrices(angles) @ shear_matrix)
     linear = pixel_linear / pixel_linear.new_tensor([width / 2, height / 2])[None, :, None]
     theta = torch.cat([linear, centers[:, :, None]], dim=2)
-    views = _sample(images, theta, (out_size, out_size), values["padding"])
+    views = affine_sample(images, theta, (out_size, out_size), values["padding"])
 
     if values["grayscale"] > 0:
         grey = (views * views.new_tensor(LUMINANCE).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(views)

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from core.anchors import Anchors, anchored_guides, content_words, prompt_anchors
-from core.bake import BakeSettings, bake_prompts, initial_guides
+from core.bake import bake_prompts
+from core.bake_settings import BakeSettings
+from core.meta_loss import initial_guides
 from core.render import RenderSettings
 
 

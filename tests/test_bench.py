@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from core import bench
-from core.bake import BakeSettings
+from core.bake_settings import BakeSettings
 from core.render import RenderSettings
 from conftest import run_script
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.bake import BakeSettings, Critic, bake_prompts, initial_guides
+from core.bake import bake_prompts
+from core.bake_settings import BakeSettings
 from core.evaluate import judge_scores
+from core.meta_loss import Critic, initial_guides
 from core.models import load_clip
 from core.render import RenderSettings, random_pixels, replay, to_image
 

@@ -110,7 +110,8 @@ def test_microwave_method_checks_each_path(tmp_path, tiny_clip):
     """A stored path of another stage count would change the step budget; another embed dim cannot work."""
     from core.errors import UserError
     from core.evaluate import method_targets
-    from core.store import BakedPath, save_path
+    from core.paths import BakedPath
+    from core.store import save_path
 
     embedding = tiny_clip.encode_text(["a red circle"])
     save_path(tmp_path, BakedPath(prompt="a red circle", guides=torch.randn(3, 512), prompt_embedding=embedding[0],

@@ -1,4 +1,5 @@
-"""Tests for core/evolve.py: the gradient-free optimisers and their geometry helpers.
+"""Tests for the gradient-free optimisers (core.cma, core.genetic, core.elitist_es) and their geometry
+helpers (core.evolve).
 
 Synthetic problems stand in for the renderer: a shifted sphere, and a "path" of unit
 rows scored by the mean angle to a target direction per row (what baking does to
@@ -11,16 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.evolve import (
-    EvolveResult,
-    cma_es,
-    default_cma_popsize,
-    elitist_es,
-    genetic,
-    robust_fitness,
-    slerp,
-    trust_region,
-)
+from core.cma import cma_es, default_cma_popsize
+from core.elitist_es import elitist_es
+from core.evolve import EvolveResult, robust_fitness, slerp, trust_region
+from core.genetic import genetic
 
 STAGES, DIM = 8, 32
 

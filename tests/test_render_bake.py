@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from core.bake import BakeSettings, bake_prompts, initial_guides, replay_loss
+from core.bake import bake_prompts
+from core.bake_settings import BakeSettings
+from core.meta_loss import initial_guides, replay_loss
 from core.losses import range_penalty, spherical_distance, total_variation
 from core.render import AdamState, Pipeline, RenderSettings, adam_update, blend, random_pixels, replay
 
@@ -178,7 +180,8 @@ def test_bf16_autocast_runs_every_meta_optimiser(tiny_clip, monkeypatch):
     """
     from core import render
     from core.anchors import prompt_anchors
-    from core.bake import META_OPTIMIZERS, Critic
+    from core.meta_loss import Critic
+    from core.meta_optimisers import META_OPTIMIZERS
     from core.models import load_clip
 
     prompts = ["a red circle", "a blue square"]
@@ -207,7 +210,7 @@ def test_batched_evolution_projects_each_prompt_onto_its_own_trust_region(tiny_c
     """The elitist ES mutates all prompts' paths in one population; each prompt's mutants must be
     projected around that prompt (in the free space a shared projection would pull every path to the first
     prompt's region)."""
-    from core.bake import _batched_evolution
+    from core.meta_optimisers import _batched_evolution
     from core.render import Pipeline
 
     prompts = ["a red circle", "a blue square", "a green star"]

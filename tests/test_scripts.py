@@ -165,7 +165,8 @@ def test_user_errors_are_one_line(tmp_path):
 
 
 def test_dim_mismatch_names_both(tmp_path):
-    from core.store import BakedPath, save_path
+    from core.paths import BakedPath
+    from core.store import save_path
 
     save_path(tmp_path / "store", BakedPath(prompt="a small path", guides=torch.randn(3, 256),
                                             prompt_embedding=torch.randn(256), model_name="RN50x4-like",

@@ -13,7 +13,8 @@ from core.prompts import Target, combine_targets, parse_targets
 from core.recipes import DEFAULT_RECIPE, load_recipe, merge_overrides, recipe_to_yaml, validate_recipe
 from core.reference import REFERENCE_PATH, reference_markdown
 from core.schedule import Ramp, is_active, parse_position, value_at
-from core.transforms import TRANSFORMS, build_chain, roll_images
+from core.image_ops import roll_images
+from core.transforms import TRANSFORMS, build_chain
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -453,13 +454,17 @@ def test_microwave_uses_the_paths_recipe_unless_one_is_named():
     """microwave.py replays a path with the recipe it was baked with; an explicit --recipe, `default` too,
     replaces it; a legacy path (no recipe) gets the default one."""
     from core import cli
-    from core.app import _path_recipe
-    from core.store import BakedPath
+    from core.image_jobs import path_recipe
+    from core.paths import BakedPath
 
     baked = BakedPath("one", torch.zeros(2, 512), None, "tiny", 512, recipe={"size": 32, "steps_per_stage": 2})
     parser = cli.make_parser("test")
-    assert _path_recipe(baked, parser.parse_args([]))["size"] == 32
-    assert _path_recipe(baked, parser.parse_args(["--recipe", "default"]))["size"] == 128
-    assert _path_recipe(baked, parser.parse_args(["--recipe", "quick"]))["size"] == 48
+
+    def choice(*argv: str):
+        return cli.recipe_choice(parser.parse_args(list(argv)))
+
+    assert path_recipe(baked, choice())["size"] == 32
+    assert path_recipe(baked, choice("--recipe", "default"))["size"] == 128
+    assert path_recipe(baked, choice("--recipe", "quick"))["size"] == 48
     baked.recipe = {}
-    assert _path_recipe(baked, parser.parse_args([]))["size"] == 128
+    assert path_recipe(baked, choice())["size"] == 128

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import batch, cli, claims, workers
-from core.bake import BakeSettings
+from core import baker, claims, processes, sizing
+from core.bake_settings import BakeSettings
 from core.errors import UserError
+from core.jobs import BakeJob, RunOptions
+from core.recipes import RecipeChoice
 from core.render import RenderSettings
 from conftest import REPO, run_script
 
@@ -24,13 +26,11 @@ SMALL = ["--model", "tiny", "--device", "cpu", "--size", "32", "--steps-per-stag
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the machine is shared: oversubscribed threads spin
 
 
-def bake_args(store: Path, *extra: str):
-    """The parsed command line of a small bake into `store`."""
-    parser = cli.make_parser("test")
-    cli.add_bake_arguments(parser)
-    args = parser.parse_args([*SMALL, "--store", str(store), *extra])
-    args.overwrite = False
-    return args
+def small_bake(store: Path, prompts: list[str], batch_size: int) -> BakeJob:
+    """The job of a small bake of `prompts` into `store` (as SMALL would give on the command line)."""
+    recipe = RecipeChoice(overrides={"size": 32, "steps_per_stage": 2, "stages": 2, "meta_steps": 2, "cutn": 2})
+    run = RunOptions(model="tiny", device="cpu", store=str(store), quiet=True)
+    return BakeJob(prompts, run=run, recipe=recipe, bake=BakeSettings(eval_starts=1), batch_size=batch_size)
 
 
 def baked_lines(output: str) -> dict[str, int]:
@@ -175,21 +175,21 @@ def test_queue_spreads_batches_and_drops_baked(tmp_path):
 
 def test_batch_size_auto_on_cpu_is_the_documented_value(tiny_clip):
     settings, bake = RenderSettings(size=32), BakeSettings()
-    assert workers.resolve_batch_size("auto", tiny_clip, settings, bake, prompts=100) == workers.CPU_BATCH_SIZE == 8
-    assert workers.resolve_batch_size("auto", tiny_clip, settings, bake, prompts=3) == 3
-    assert workers.resolve_batch_size(5, tiny_clip, settings, bake, prompts=100) == 5
+    assert sizing.resolve_batch_size("auto", tiny_clip, settings, bake, prompts=100) == sizing.CPU_BATCH_SIZE == 8
+    assert sizing.resolve_batch_size("auto", tiny_clip, settings, bake, prompts=3) == 3
+    assert sizing.resolve_batch_size(5, tiny_clip, settings, bake, prompts=100) == 5
 
 
 def test_out_of_memory_names_a_batch_size_that_fits(tmp_path, monkeypatch, tiny_clip):
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(batch, "bake_prompts", out_of_memory)
-    monkeypatch.setattr(workers, "measure_batch_size",
-                        lambda clip, settings, bake, critic_clip=None: workers.MemoryEstimate(1e9, 2e9, 10 * 2**30, 3))
-    args = bake_args(tmp_path)
+    monkeypatch.setattr(baker, "bake_prompts", out_of_memory)
+    monkeypatch.setattr(sizing, "measure_batch_size",
+                        lambda clip, settings, bake, critic_clip=None: sizing.MemoryEstimate(1e9, 2e9, 10 * 2**30, 3))
+    job = small_bake(tmp_path, ["a", "b", "c", "d"], batch_size=4)
     with claims.ClaimQueue(tmp_path, "w", ttl=60) as queue, pytest.raises(UserError) as error:
-        batch.bake_many(["a", "b", "c", "d"], args, batch_size=4, queue=queue, clip=tiny_clip, log=lambda line: None)
+        baker.bake_many(job, queue=queue, clip=tiny_clip, log=lambda line: None)
     message = str(error.value)
     assert message == ("out of GPU memory baking 4 prompts at once on cpu: about 3 fit "
                        "(use --batch-size 3, or --batch-size auto)")
@@ -197,13 +197,13 @@ def test_out_of_memory_names_a_batch_size_that_fits(tmp_path, monkeypatch, tiny_
 
 
 def test_gpus_argument():
-    assert workers.parse_gpus("cpu:2") == ["cpu", "cpu"]
+    assert processes.parse_gpus("cpu:2") == ["cpu", "cpu"]
     for bad in ("cpu:0", "cpu:x", "0,0", "x"):
         with pytest.raises(UserError):
-            workers.parse_gpus(bad)
+            processes.parse_gpus(bad)
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
-            workers.parse_gpus("all")
+            processes.parse_gpus("all")
 
 
 @pytest.mark.gpu
@@ -215,9 +215,9 @@ def test_auto_batch_size_measured_on_cuda_fits():
     clip = load_clip("tiny", "cuda")
     settings, bake = RenderSettings(size=32, steps_per_stage=2, cutn=2), BakeSettings(stages=2, meta_steps=1,
                                                                                       eval_starts=1)
-    alone = workers.measure_batch_size(clip, settings, bake)
+    alone = sizing.measure_batch_size(clip, settings, bake)
     critic_clip = bench.bench_clip(bench.RN50, "cuda")  # a bigger critic than the guide, as for ViT-B/32
-    estimate = workers.measure_batch_size(clip, settings, bake, critic_clip)
+    estimate = sizing.measure_batch_size(clip, settings, bake, critic_clip)
     assert estimate.per_prompt > alone.per_prompt > 0 and estimate.fits >= 2
     prompts = min(estimate.fits, 64)
     embeddings = torch.nn.functional.normalize(torch.randn(prompts, clip.embed_dim, device="cuda"), dim=-1)

@@ -1,0 +1,60 @@
+"""evaluate.py's job: check the methods and models, bake the prompts the store lacks, then evaluate
+(`core.evaluate`) and print the summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.baker import bake_many
+from core.errors import UserError
+from core.evaluate import METHODS, evaluate
+from core.files import unique_dir
+from core.jobs import BakeJob, EvaluateJob
+from core.models import load_clip, model_name, resolve_critic
+from core.prompt_lists import read_prompts
+from core.render import RenderSettings
+from core.store import find_path
+
+
+def evaluate_job(job: EvaluateJob) -> None:
+    """normal vs microwave vs auto_microwave at equal budget, scored by a judge that did not guide."""
+    unknown = [method for method in job.methods if method not in METHODS]
+    if unknown or not job.methods:
+        raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'} in --methods; "
+                        f"choose from {', '.join(METHODS)}")
+    prompts = read_prompts([job.prompts_file])
+    if not prompts:
+        raise UserError(f"no prompts in {job.prompts_file}")
+    clip = load_clip(job.run.model, job.run.device, job.run.compile)
+    judge = load_clip(job.judge, job.run.device)
+    if judge.name == clip.name:
+        raise UserError(f"the judge must be another model than the guide ({clip.name})")
+    critic = resolve_critic(job.bake.critic, clip.name)
+    if critic and model_name(critic) == judge.name:  # compared by name: no need to load the critic twice
+        raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
+    recipe = job.recipe.resolve()
+    bake_first(job, prompts)
+    out_dir = unique_dir(job.run.out, "evaluation")
+    evaluation = evaluate(clip, judge, prompts, RenderSettings.from_recipe(recipe), recipe["stages"], job.run.store,
+                          job.seeds, job.methods, out_dir, k=job.k, path_weight=job.path_weight,
+                          quiet=job.run.quiet, auto_mode=job.auto_mode)
+    print(evaluation.summary_markdown())
+    print(f"images, results.csv and index.html in {out_dir}")
+
+
+def bake_first(job: EvaluateJob, prompts: list[str]) -> None:
+    """Bake the evaluated prompts and those of `store_prompts` that the store lacks, when a method replays
+    baked paths."""
+    store_prompts = []
+    if job.store_prompts:
+        if not Path(job.store_prompts).is_file():
+            raise UserError(f"store prompts file not found: {job.store_prompts}")
+        store_prompts = read_prompts([job.store_prompts])
+    wanted = prompts + [prompt for prompt in store_prompts if prompt not in prompts]
+    missing = [prompt for prompt in wanted if find_path(job.run.store, prompt) is None]
+    if missing and {"microwave", "auto"} & set(job.methods):
+        print(f"baking {len(missing)} prompt(s) missing from {job.run.store} first")
+        bake = BakeJob(missing, run=job.run, recipe=job.recipe, bake=job.bake, batch_size=job.batch_size,
+                       report=job.report, overwrite=False, skip_existing=True)
+        summary = bake_many(bake)
+        if summary.failed:
+            raise UserError(f"could not bake {summary.failed[0][0]!r}: {summary.failed[0][1]}")

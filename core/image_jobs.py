@@ -1,0 +1,86 @@
+"""The jobs of the scripts that render one image: normal.py, microwave.py and auto_microwave.py.
+
+Each takes its typed job (`core.jobs`), loads the model, resolves the recipe, makes the stage targets and
+renders and saves the image (`core.output`); the loops themselves live in `core.render`.
+"""
+from __future__ import annotations
+
+import json
+
+from core.auto import auto_targets
+from core.errors import UserError
+from core.jobs import AutoJob, MicrowaveJob, NormalJob
+from core.models import load_clip
+from core.nearest import nearest_paths
+from core.output import make_output, render_and_save
+from core.paths import BakedPath, check_compatible, load_path
+from core.recipes import RecipeChoice, load_recipe
+from core.render import RenderSettings, blend
+from core.targets import encode_target, target_label
+from core.tracking import Tracker
+
+
+def normal_job(job: NormalJob) -> None:
+    """Optimise straight toward the prompt: the control."""
+    clip = load_clip(job.run.model, job.run.device, job.run.compile)
+    recipe = job.recipe.resolve()
+    embedding = encode_target(clip, job.prompt, job.run.truncate, recipe.get("targets", ""))
+    settings = RenderSettings.from_recipe(recipe)
+    # the same total steps as a microwave of a path with the recipe's stages, unless --steps says otherwise
+    settings.steps_per_stage = job.steps if job.steps is not None else recipe["stages"] * settings.steps_per_stage
+    output = make_output(job.run, job.image, "normal", target_label(job.prompt), clip,
+                         {**recipe, "stages": 1, "steps_per_stage": settings.steps_per_stage})
+    with Tracker(job.run.wandb, "normal", output.metadata) as tracker:
+        file = render_and_save(clip, embedding[None], settings, job.run.seed, output, job.run.quiet, tracker)
+    print(f"saved {file}")
+
+
+def microwave_job(job: MicrowaveJob) -> None:
+    """Replay a baked path, optionally blended with a new prompt."""
+    clip = load_clip(job.run.model, job.run.device, job.run.compile)
+    path = load_path(job.path, device="cpu")
+    check_compatible(path, clip.embed_dim, clip.name)
+    recipe = job.recipe.resolve(base=path_recipe(path, job.recipe))
+    stage_targets = path.guides.to(clip.device)
+    label = path.prompt
+    if job.prompt:
+        embedding = encode_target(clip, job.prompt, job.run.truncate, recipe.get("targets", ""))
+        stage_targets = blend(stage_targets, embedding, job.mix)
+        label = target_label(job.prompt)
+    output = make_output(job.run, job.image, "microwave", label, clip, recipe,
+                         {"path": str(job.path), "path_prompt": path.prompt})
+    with Tracker(job.run.wandb, "microwave", output.metadata) as tracker:
+        file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), job.run.seed, output,
+                               job.run.quiet, tracker)
+    print(f"saved {file}")
+
+
+def path_recipe(path: BakedPath, choice: RecipeChoice) -> dict:
+    """A path's own recipe (legacy paths: the default recipe), unless a recipe is named."""
+    if choice.name is not None or not path.recipe:
+        return load_recipe(choice.name or "default")
+    return {**load_recipe("default"), **path.recipe}
+
+
+def auto_microwave_job(job: AutoJob) -> None:
+    """Replay stage targets made from the k baked paths nearest to a new prompt (see `auto_targets`)."""
+    clip = load_clip(job.run.model, job.run.device, job.run.compile)
+    recipe = job.recipe.resolve()
+    embedding = encode_target(clip, job.prompt, job.run.truncate, recipe.get("targets", ""))
+    exclude = [job.prompt] if job.leave_out else []
+    nearest = nearest_paths(job.run.store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
+                            embedding.cpu(), job.k, exclude_prompts=exclude)
+    for path, distance in nearest:
+        if path.embed_dim != clip.embed_dim:
+            raise UserError(f"path '{path.prompt}' has embed dim {path.embed_dim}, model {clip.name} has "
+                            f"{clip.embed_dim}")
+        print(f"using '{path.prompt}' (distance {distance:.4f})")
+    stage_targets = auto_targets(clip, [path for path, _ in nearest], embedding, job.mode, job.path_weight,
+                                 job.run.seed)
+    recipe["stages"] = stage_targets.shape[0]
+    output = make_output(job.run, job.image, f"auto-{job.mode}", target_label(job.prompt), clip, recipe,
+                         {"paths": json.dumps([path.prompt for path, _ in nearest])})
+    with Tracker(job.run.wandb, "auto_microwave", output.metadata) as tracker:
+        file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), job.run.seed, output,
+                               job.run.quiet, tracker)
+    print(f"saved {file}")

@@ -1,0 +1,142 @@
+"""The jobs the scripts run, as typed dataclasses: what `core.cli` makes of a command line, and all that
+the job modules below it see (never an argparse Namespace). A bake job is also what each worker process
+or Ray task is given (pickled), with its device set.
+
+Recipes: a job holds the recipe as the command line chose it (`recipes.RecipeChoice`: a name and the
+values given as flags); the job resolves it when it runs, since microwave's default is the path's own.
+The render settings and the bake's `stages`/`meta_steps` come from the resolved recipe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.bake_settings import BakeSettings
+from core.claims import DEFAULT_TTL
+from core.recipes import RecipeChoice
+from core.store import DEFAULT_STORE
+
+
+@dataclass
+class RunOptions:
+    """What every run shares: the model and device, the seed, where outputs and the store are."""
+
+    model: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    out: str = "outputs"
+    store: str = str(DEFAULT_STORE)
+    truncate: bool = False  # cut prompts longer than CLIP's 77 tokens instead of refusing them
+    wandb: bool = False
+    quiet: bool = False  # no progress bars
+    compile: bool = False  # torch.compile image encoding in the inner loop
+
+
+@dataclass
+class ImageOptions:
+    """How a script that renders one image saves it."""
+
+    init: str | None = None  # an image to start from instead of random pixels
+    save_every: int = 0  # a frame every N steps (0 = never)
+    gif: bool = False  # the frames as an animated GIF too
+    upscale: int = 4  # nearest-neighbour upscale of saved images
+
+
+@dataclass
+class NormalJob:
+    """normal.py: optimise straight toward the prompt (the control)."""
+
+    prompt: str
+    run: RunOptions = field(default_factory=RunOptions)
+    recipe: RecipeChoice = field(default_factory=RecipeChoice)
+    image: ImageOptions = field(default_factory=ImageOptions)
+    steps: int | None = None  # total steps; None: the recipe's stages x steps_per_stage
+
+
+@dataclass
+class MicrowaveJob:
+    """microwave.py: replay a baked path, every stage blended with `prompt` (weight `mix`) if one is given."""
+
+    path: str
+    prompt: str | None = None
+    mix: float = 0.5
+    run: RunOptions = field(default_factory=RunOptions)
+    recipe: RecipeChoice = field(default_factory=RecipeChoice)  # no name: the path's own recipe
+    image: ImageOptions = field(default_factory=ImageOptions)
+
+
+@dataclass
+class AutoJob:
+    """auto_microwave.py: stage targets for a new prompt from the `k` nearest baked paths (`core.auto`)."""
+
+    prompt: str
+    k: int = 2
+    mode: str = "transfer"
+    path_weight: float | None = None  # None: the mode's default
+    leave_out: bool = False  # ignore a path baked for this very prompt
+    run: RunOptions = field(default_factory=RunOptions)
+    recipe: RecipeChoice = field(default_factory=RecipeChoice)
+    image: ImageOptions = field(default_factory=ImageOptions)
+
+
+@dataclass
+class BakeJob:
+    """bake.py and batch_bake.py: bake `prompts` (texts, weighted targets or image files) into the store.
+
+    `batch_size`: prompts baked together, or `auto`; `skip_existing`: prompts already baked are skipped
+    (batch_bake) rather than refused (bake.py, unless `overwrite`). `gpus` / `ray` choose worker processes
+    or Ray tasks instead of this process (`core.bake_jobs`); `claim_ttl` is how long a silent worker's claim
+    on a prompt lasts.
+    """
+
+    prompts: list[str]
+    run: RunOptions = field(default_factory=RunOptions)
+    recipe: RecipeChoice = field(default_factory=RecipeChoice)
+    bake: BakeSettings = field(default_factory=BakeSettings)
+    batch_size: int | str = 1
+    report: bool = True  # an HTML report per bake in <out>/reports/
+    overwrite: bool = False
+    skip_existing: bool = True
+    gpus: str | None = None
+    ray: str | None = None
+    claim_ttl: float = DEFAULT_TTL
+
+
+@dataclass
+class EvaluateJob:
+    """evaluate.py: every prompt of `prompts_file` rendered by each of `methods` at equal budget, scored by
+    `judge`; prompts missing from the store (and those of `store_prompts`) are baked first with `bake`."""
+
+    prompts_file: str
+    judge: str = "scenes-judge"
+    seeds: int = 3  # random starts per prompt and method
+    methods: list[str] = field(default_factory=lambda: ["normal", "microwave", "auto"])
+    k: int = 2
+    auto_mode: str = "transfer"
+    path_weight: float | None = None
+    store_prompts: str | None = None
+    batch_size: int | str = 8  # of the bake first
+    report: bool = True  # of the bake first
+    run: RunOptions = field(default_factory=RunOptions)
+    recipe: RecipeChoice = field(default_factory=RecipeChoice)
+    bake: BakeSettings = field(default_factory=BakeSettings)
+
+
+@dataclass
+class BenchJob:
+    """bench.py: the benchmark's measurements (see `core.bench`)."""
+
+    model: str
+    device: str = "auto"
+    prompts: list[int] = field(default_factory=lambda: [1, 8, 64, 256])
+    size: int = 128
+    cutn: int = 8
+    steps: int = 30
+    ceiling_batch: int | None = None  # None: 512 on CUDA, 16 on CPU
+    repeats: int = 1
+    threads: int = 0  # 0: torch's default
+    bake_prompts: int | str = "auto"
+    stages: int = 10
+    steps_per_stage: int = 30
+    critic: str = "auto"
+    quiet: bool = False
+    compile: bool = False
