@@ -52,6 +52,33 @@ def _file_key(file: Path, prompt: str) -> dict:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "prompt": prompt}
 
 
+def _known_embeddings(paths: list[BakedPath], cached: dict, model_name: str
+                      ) -> tuple[list[Tensor | None], dict[str, dict], list[int]]:
+    """Each path's prompt embedding where its file or the cache has it (None where not), the cache
+    entries to keep (with their keys; an embedding still to be added), and the indexes left to encode."""
+    embeddings: list[Tensor | None] = []
+    entries: dict[str, dict] = {}
+    to_encode: list[int] = []
+    for i, path in enumerate(paths):
+        if path.prompt_embedding is not None and path.model_name == model_name:
+            embeddings.append(path.prompt_embedding)
+            continue
+        key = _file_key(path.file, path.prompt)
+        entry = cached.get(path.file.name)
+        if (
+            isinstance(entry, dict)
+            and all(entry.get(k) == v for k, v in key.items())
+            and isinstance(entry.get("embedding"), Tensor)
+        ):
+            embeddings.append(entry["embedding"])
+            entries[path.file.name] = entry
+        else:
+            embeddings.append(None)
+            entries[path.file.name] = key
+            to_encode.append(i)
+    return embeddings, entries, to_encode
+
+
 def prompt_embeddings(
     store_dir: str | os.PathLike,
     model_name: str,
@@ -69,28 +96,7 @@ def prompt_embeddings(
     paths = list_paths(store_dir)
     cache_file = _cache_file(store_dir, model_name)
     cached = _read_cache(cache_file, model_name)
-
-    embeddings: list[Tensor | None] = []
-    new_entries: dict[str, dict] = {}
-    to_encode: list[int] = []
-    for i, path in enumerate(paths):
-        if path.prompt_embedding is not None and path.model_name == model_name:
-            embeddings.append(path.prompt_embedding)
-            continue
-        key = _file_key(path.file, path.prompt)
-        entry = cached.get(path.file.name)
-        if (
-            isinstance(entry, dict)
-            and all(entry.get(k) == v for k, v in key.items())
-            and isinstance(entry.get("embedding"), Tensor)
-        ):
-            embeddings.append(entry["embedding"])
-            new_entries[path.file.name] = entry
-        else:
-            embeddings.append(None)
-            new_entries[path.file.name] = key
-            to_encode.append(i)
-
+    embeddings, entries, to_encode = _known_embeddings(paths, cached, model_name)
     if to_encode:
         encoded = encode_text([paths[i].prompt for i in to_encode])
         if encoded.dim() != 2 or encoded.shape[0] != len(to_encode):
@@ -99,14 +105,13 @@ def prompt_embeddings(
             )
         for row, i in zip(cpu_float(encoded), to_encode):
             embeddings[i] = row
-            new_entries[paths[i].file.name]["embedding"] = row
-
-    if to_encode or set(new_entries) != set(cached):
+            entries[paths[i].file.name]["embedding"] = row
+    if to_encode or set(entries) != set(cached):
         cache = {
             "format": _CACHE_FORMAT_NAME,
             "version": _CACHE_FORMAT_VERSION,
             "model_name": model_name,
-            "entries": new_entries,
+            "entries": entries,
         }
         write_atomically(cache_file, lambda handle: torch.save(cache, handle))
 

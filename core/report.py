@@ -1,4 +1,5 @@
-"""HTML reports and loss plots that can be zipped and opened anywhere, offline.
+"""HTML reports that can be zipped and opened anywhere, offline (shared page parts: `core.html_pages`,
+loss plots: `core.plots`).
 
 Three pages:
 
@@ -19,168 +20,26 @@ second comparison page in the same folder ``index-1.html``.
 
 from __future__ import annotations
 
-import html
 import json
-import math
 import os
 import pprint
 import shutil
 from pathlib import Path
-from typing import Iterable
-from urllib.parse import quote
 
 from PIL import Image
 from torch import Tensor
 
 from core.files import unique_dir, unique_path, write_atomically
+from core.html_pages import escape, href, html_page, image_size, is_number, number_text, upscale_for, write_page
 from core.images import save_png
+from core.plots import curve_mean, plot_curves
 from core.slugs import slugify
-
-# Stage images are often tiny (16-64 px); enlarge them (nearest neighbour, so each optimised pixel
-# stays a sharp block) until the longer side is at least this many pixels.
-MIN_DISPLAY_PX = 192
-
-_STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; background: #fff; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
-table { border-collapse: collapse; margin: 0.5em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f2f2f2; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img.pixels { image-rendering: pixelated; image-rendering: crisp-edges; display: block; }
-figure { display: inline-block; margin: 0 0.8em 0.8em 0; }
-figcaption { font-size: 0.85em; color: #555; }
-pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
-.good { color: #17612b; font-weight: bold; } .bad { color: #9b1c1c; font-weight: bold; }
-.muted { color: #777; }
-ul.scores { list-style: none; padding: 0; margin: 0.3em 0 0 0; font-size: 0.85em; }
-"""
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_curves(
-    curves: dict[str, list[float]],
-    file: str | os.PathLike,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    steps: list[float] | None = None,
-) -> Path:
-    """Draw each named curve of ``curves`` as a line in one PNG plot at ``file``; return the path.
-
-    The x value of point ``i`` is ``steps[i]`` if given, else ``i``. ``None`` and NaN values
-    leave gaps. With no data at all the plot says so instead of failing, so a report for a bake
-    of zero steps still renders. The file is replaced atomically.
-    """
-    # Figure + the Agg canvas directly rather than pyplot: no global backend switch and no
-    # global figure state, so this is safe beside an interactive session or in a thread.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    drawn = 0
-    for name, values in curves.items():
-        ys = [math.nan if value is None else float(value) for value in values]
-        if not ys:
-            continue
-        xs = list(steps[: len(ys)]) if steps is not None and len(steps) >= len(ys) else list(range(len(ys)))
-        # A single point draws no line; a marker keeps it visible.
-        axes.plot(xs, ys, label=name, marker="o" if len(ys) == 1 else None)
-        drawn += 1
-    if drawn == 0:
-        axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-    else:
-        axes.legend()
-    axes.set_title(title)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.grid(True, alpha=0.3)
-    figure.tight_layout()
-    return write_atomically(file, lambda handle: figure.savefig(handle, format="png"))
-
-
-def _mean(value) -> float | None:
-    """The mean of a curve value: a float, or a list of floats (one per prompt of a batch)."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        numbers = [float(v) for v in value if v is not None]
-        return sum(numbers) / len(numbers) if numbers else None
-    return float(value)
-
-
-# --------------------------------------------------------------------------- HTML helpers
-
-
-def _escape(text) -> str:
-    """HTML-escape anything (prompts are user input), quotes included so it is safe in attributes."""
-    return html.escape(str(text), quote=True)
-
-
-def _href(target: str | os.PathLike, page_dir: Path) -> str:
-    """A relative, URL-quoted, HTML-escaped link from a page in ``page_dir`` to ``target``.
-
-    Relative targets are taken as relative to the page already. ``quote`` keeps '/' but encodes
-    spaces, '#', '?' and '%', which would otherwise be read as URL syntax.
-    """
-    target = Path(target)
-    if target.is_absolute():
-        target = Path(os.path.relpath(target.resolve(), page_dir.resolve()))
-    return _escape(quote(target.as_posix()))
-
-
-def _number(value, digits: int = 4) -> str:
-    """A table cell text for a number: floats to ``digits`` significant digits, '—' for missing."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "—"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _page(title: str, body: Iterable[str]) -> str:
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_escape(title)}</title>",
-        f"<style>{_STYLE}</style>",
-        "</head>",
-        "<body>",
-        *body,
-        "</body>",
-        "</html>",
-        "",
-    ])
-
-
-def _write_text(file: Path, text: str) -> Path:
-    return write_atomically(file, lambda handle: handle.write(text.encode("utf-8")))
-
 
 def verdict_of(baked_loss: float, normal_loss: float) -> tuple[str, float]:
     """Whether baking paid off, and the baked loss's change against the normal run's in percent."""
     verdict = "baking paid off" if baked_loss < normal_loss else "baking did not pay off"
     change = (baked_loss - normal_loss) / normal_loss * 100 if normal_loss else 0.0
     return verdict, change
-
-
-def _upscale_for(height: int, width: int) -> int:
-    return max(1, math.ceil(MIN_DISPLAY_PX / max(height, width, 1)))
 
 
 # --------------------------------------------------------------------------- bake report
@@ -224,16 +83,17 @@ def write_bake_report(
 def _image_figure(image: Tensor, folder: Path, stem: str, caption: str, prompt: str) -> str:
     """Save ``image`` enlarged into ``folder`` and return a ``<figure>`` showing it."""
     height, width = int(image.shape[-2]), int(image.shape[-1])
-    upscale = _upscale_for(height, width)
+    upscale = upscale_for(height, width)
     file = save_png(image, folder, stem, metadata={"prompt": prompt}, upscale=upscale)
-    return (f'<figure><img class="pixels" src="{_href(file.name, folder)}" '
-            f'width="{width * upscale}" height="{height * upscale}" alt="{_escape(caption)}">'
-            f"<figcaption>{_escape(caption)} · {width}×{height} px, shown ×{upscale}</figcaption></figure>")
+    return (f'<figure><img class="pixels" src="{href(file.name, folder)}" '
+            f'width="{width * upscale}" height="{height * upscale}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)} · {width}×{height} px, shown ×{upscale}</figcaption></figure>")
 
 
 def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_loss, gif,
                       final_image, metadata) -> Path:
-    body = [f"<h1>Bake report: {_escape(prompt)}</h1>"]
+    """The bake report's sections in order (comparison, stages, result, curves, metadata), written as its page."""
+    body = [f"<h1>Bake report: {escape(prompt)}</h1>"]
 
     verdict, change = verdict_of(baked_loss, normal_loss)
     css = "good" if baked_loss < normal_loss else "bad"
@@ -244,7 +104,7 @@ def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_lo
         "<table>",
         "<tr><th>baked loss</th><th>normal loss</th><th>change</th><th>verdict</th></tr>",
         f'<tr><td class="num">{baked_loss:.4f}</td><td class="num">{normal_loss:.4f}</td>'
-        f'<td class="num">{change:+.1f}%</td><td class="{css}">{_escape(verdict)}</td></tr>',
+        f'<td class="num">{change:+.1f}%</td><td class="{css}">{escape(verdict)}</td></tr>',
         "</table>",
     ]
 
@@ -256,27 +116,46 @@ def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_lo
                                       f"stage {index + 1} of {count}", prompt))
         body.append("</div>")
 
-    if final_image is not None or gif is not None:
-        body.append("<h2>Result</h2><div>")
-        if final_image is not None:
-            body.append(_image_figure(final_image, folder, "final", "final image", prompt))
-        if gif is not None:
-            copy = folder / ("animation" + gif.suffix.lower())
-            with gif.open("rb") as source:
-                write_atomically(copy, lambda handle: shutil.copyfileobj(source, handle))
-            with Image.open(copy) as opened:
-                width, height = opened.size
-            upscale = _upscale_for(height, width)
-            src = _href(copy.name, folder)
-            body.append(
-                f'<figure><a href="{src}"><img class="pixels" src="{src}" width="{width * upscale}" '
-                f'height="{height * upscale}" alt="animation of the render"></a>'
-                f"<figcaption>the render, step by step · {width}×{height} px</figcaption></figure>")
-        body.append("</div>")
+    body += _result_section(folder, prompt, final_image, gif)
+    body += _curve_section(folder, curve)
+    body.append("<h2>Metadata</h2>")
+    try:
+        text = json.dumps(metadata, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):  # keys JSON cannot sort or hold (mixed types, tuples)
+        text = pprint.pformat(metadata, width=100)
+    body.append(f"<pre>{escape(text)}</pre>")
 
-    body.append("<h2>Meta-loss</h2>")
+    return write_page(folder / "index.html", html_page(f"Bake report: {prompt}", body))
+
+
+def _result_section(folder: Path, prompt: str, final_image: Tensor | None, gif: Path | None) -> list[str]:
+    """The final image and a copy of the GIF, saved into the report folder, as a section."""
+    if final_image is None and gif is None:
+        return []
+    body = ["<h2>Result</h2><div>"]
+    if final_image is not None:
+        body.append(_image_figure(final_image, folder, "final", "final image", prompt))
+    if gif is not None:
+        copy = folder / ("animation" + gif.suffix.lower())
+        with gif.open("rb") as source:
+            write_atomically(copy, lambda handle: shutil.copyfileobj(source, handle))
+        with Image.open(copy) as opened:
+            width, height = opened.size
+        upscale = upscale_for(height, width)
+        src = href(copy.name, folder)
+        body.append(
+            f'<figure><a href="{src}"><img class="pixels" src="{src}" width="{width * upscale}" '
+            f'height="{height * upscale}" alt="animation of the render"></a>'
+            f"<figcaption>the render, step by step · {width}×{height} px</figcaption></figure>")
+    body.append("</div>")
+    return body
+
+
+def _curve_section(folder: Path, curve: list[dict]) -> list[str]:
+    """The meta-loss (and gradient norm) plots, saved into the report folder, as a section."""
+    body = ["<h2>Meta-loss</h2>"]
     steps = [point.get("meta_step", index) for index, point in enumerate(curve)]
-    meta_loss = [_mean(point.get("meta_loss")) for point in curve]
+    meta_loss = [curve_mean(point.get("meta_loss")) for point in curve]
     several = any(isinstance(point.get("meta_loss"), (list, tuple)) for point in curve)
     plot_curves({"meta-loss (mean over prompts)" if several else "meta-loss": meta_loss},
                 folder / "curve.png", "Meta-loss during baking", "meta step", "meta-loss",
@@ -284,20 +163,12 @@ def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_lo
     body.append('<figure><img src="curve.png" alt="meta-loss curve">'
                 f"<figcaption>{len(curve)} meta steps</figcaption></figure>")
     if any("grad_norm" in point for point in curve):
-        grad_norm = [_mean(point.get("grad_norm")) for point in curve]
+        grad_norm = [curve_mean(point.get("grad_norm")) for point in curve]
         plot_curves({"gradient norm (mean over prompts)" if several else "gradient norm": grad_norm},
                     folder / "grad_norm.png", "Meta-gradient norm", "meta step", "norm", steps=steps)
         body.append('<figure><img src="grad_norm.png" alt="gradient norm curve">'
                     "<figcaption>meta-gradient norm before clipping</figcaption></figure>")
-
-    body.append("<h2>Metadata</h2>")
-    try:
-        text = json.dumps(metadata, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):  # keys JSON cannot sort or hold (mixed types, tuples)
-        text = pprint.pformat(metadata, width=100)
-    body.append(f"<pre>{_escape(text)}</pre>")
-
-    return _write_text(folder / "index.html", _page(f"Bake report: {prompt}", body))
+    return body
 
 
 # --------------------------------------------------------------------------- batch report
@@ -329,33 +200,11 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
             changes.append(float(change))
         if baked is not None and normal is not None and float(baked) < float(normal):
             paid_off += 1
-        seconds = entry.get("seconds")
-        if seconds is not None:
-            total_seconds += float(seconds)
+        if entry.get("seconds") is not None:
+            total_seconds += float(entry["seconds"])
+        rows.append(_batch_row(directory, number, entry, status, change))
 
-        css = {"baked": "good", "failed": "bad"}.get(status, "muted")
-        status_cell = f'<span class="{css}">{_escape(status)}</span>'
-        if entry.get("reason"):
-            status_cell += f"<br><small>{_escape(entry['reason'])}</small>"
-        link = "—"
-        if entry.get("report"):
-            report = Path(entry["report"])
-            # A path as write_bake_report returned it, else one relative to the page.
-            if not report.is_absolute() and not report.exists() and (directory / report).exists():
-                report = directory / report
-            if report.is_dir() or report.suffix != ".html":
-                report = report / "index.html"
-            link = f'<a href="{_href(report.resolve(), directory)}">report</a>'
-        rows.append(
-            f"<tr><td class=\"num\">{number}</td><td>{_escape(entry.get('prompt', ''))}</td>"
-            f"<td>{status_cell}</td>"
-            f'<td class="num">{_number(None if baked is None else float(baked))}</td>'
-            f'<td class="num">{_number(None if normal is None else float(normal))}</td>'
-            f'<td class="num">{"—" if change is None else f"{float(change):+.1f}%"}</td>'
-            f'<td class="num">{"—" if seconds is None else f"{float(seconds):.1f}"}</td>'
-            f"<td>{link}</td></tr>")
-
-    counts = ", ".join(f"{count} {_escape(status)}" for status, count in statuses.items()) or "none"
+    counts = ", ".join(f"{count} {escape(status)}" for status, count in statuses.items()) or "none"
     mean_change = f"{sum(changes) / len(changes):+.1f}%" if changes else "—"
     body = [
         "<h1>Batch bake</h1>",
@@ -373,10 +222,35 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
     ]
     page = unique_path(directory, "batch", ".html")
     try:
-        return _write_text(page, _page("Batch bake", body))
+        return write_page(page, html_page("Batch bake", body))
     except BaseException:
         page.unlink(missing_ok=True)  # free the reserved name again
         raise
+
+
+def _batch_row(directory: Path, number: int, entry: dict, status: str, change: float | None) -> str:
+    """One prompt's row of the batch page, its report linked relatively."""
+    baked, normal, seconds = entry.get("baked_loss"), entry.get("normal_loss"), entry.get("seconds")
+    css = {"baked": "good", "failed": "bad"}.get(status, "muted")
+    status_cell = f'<span class="{css}">{escape(status)}</span>'
+    if entry.get("reason"):
+        status_cell += f"<br><small>{escape(entry['reason'])}</small>"
+    link = "—"
+    if entry.get("report"):
+        report = Path(entry["report"])
+        # A path as write_bake_report returned it, else one relative to the page.
+        if not report.is_absolute() and not report.exists() and (directory / report).exists():
+            report = directory / report
+        if report.is_dir() or report.suffix != ".html":
+            report = report / "index.html"
+        link = f'<a href="{href(report.resolve(), directory)}">report</a>'
+    return (f"<tr><td class=\"num\">{number}</td><td>{escape(entry.get('prompt', ''))}</td>"
+            f"<td>{status_cell}</td>"
+            f'<td class="num">{number_text(None if baked is None else float(baked))}</td>'
+            f'<td class="num">{number_text(None if normal is None else float(normal))}</td>'
+            f'<td class="num">{"—" if change is None else f"{float(change):+.1f}%"}</td>'
+            f'<td class="num">{"—" if seconds is None else f"{float(seconds):.1f}"}</td>'
+            f"<td>{link}</td></tr>")
 
 
 # --------------------------------------------------------------------------- comparison page
@@ -411,28 +285,28 @@ def write_comparison_page(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    body = [f"<h1>{_escape(title)}</h1>"]
+    body = [f"<h1>{escape(title)}</h1>"]
 
     if summary:
         columns = _columns(summary)
         body.append("<h2>Summary</h2><table>")
-        body.append('<tr class="header">' + "".join(f"<th>{_escape(c)}</th>" for c in columns) + "</tr>")
+        body.append('<tr class="header">' + "".join(f"<th>{escape(c)}</th>" for c in columns) + "</tr>")
         for item in summary:
             cells = []
             for column in columns:
                 value = item.get(column)
-                css = ' class="num"' if _is_number(value) else ""
-                cells.append(f"<td{css}>{_escape(_number(value))}</td>")
+                css = ' class="num"' if is_number(value) else ""
+                cells.append(f"<td{css}>{escape(number_text(value))}</td>")
             body.append('<tr class="summary">' + "".join(cells) + "</tr>")
         body.append("</table>")
 
     body.append("<h2>Images</h2><table>")
     body.append('<tr class="header"><th>prompt</th>'
-                + "".join(f"<th>{_escape(method)}</th>" for method in methods) + "</tr>")
+                + "".join(f"<th>{escape(method)}</th>" for method in methods) + "</tr>")
     for row in rows:
-        label = f"{_escape(row.get('prompt', ''))}"
+        label = f"{escape(row.get('prompt', ''))}"
         if row.get("seed") is not None:
-            label += f'<br><small class="muted">seed {_escape(row["seed"])}</small>'
+            label += f'<br><small class="muted">seed {escape(row["seed"])}</small>'
         cells = [f"<th>{label}</th>"]
         images, scores = row.get("images", {}), row.get("scores", {})
         for method in methods:
@@ -443,19 +317,10 @@ def write_comparison_page(
 
     page = unique_path(directory, "index", ".html")
     try:
-        return _write_text(page, _page(title, body))
+        return write_page(page, html_page(title, body))
     except BaseException:
         page.unlink(missing_ok=True)
         raise
-
-
-def _image_size(file: Path) -> tuple[int, int] | None:
-    """(width, height) of an image file, or None if it is missing or not an image."""
-    try:
-        with Image.open(file) as opened:
-            return opened.size
-    except OSError:  # missing, unreadable, or not an image (UnidentifiedImageError)
-        return None
 
 
 def _comparison_cell(directory: Path, method: str, image, scores: dict | None) -> str:
@@ -464,19 +329,18 @@ def _comparison_cell(directory: Path, method: str, image, scores: dict | None) -
         parts.append('<span class="muted">no image</span>')
     else:
         file = Path(image) if Path(image).is_absolute() else directory / image
-        size = _image_size(file)
+        size = image_size(file)
         if size is not None:
             width, height = size
-            upscale = _upscale_for(height, width)
-            parts.append(f'<img class="pixels" src="{_href(image, directory)}" alt="{_escape(method)}" '
+            upscale = upscale_for(height, width)
+            parts.append(f'<img class="pixels" src="{href(image, directory)}" alt="{escape(method)}" '
                          f'width="{width * upscale}" height="{height * upscale}">')
         else:
-            parts.append(f'<span class="bad">missing: {_escape(image)}</span>')
+            parts.append(f'<span class="bad">missing: {escape(image)}</span>')
     if scores:
-        items = "".join(f"<li>{_escape(name)}: {_escape(_number(value))}</li>" for name, value in scores.items())
+        items = "".join(f"<li>{escape(name)}: {escape(number_text(value))}</li>" for name, value in scores.items())
         parts.append(f'<ul class="scores">{items}</ul>')
     return "".join(parts)
 
 
-__all__ = ["MIN_DISPLAY_PX", "plot_curves", "verdict_of", "write_bake_report", "write_batch_report",
-           "write_comparison_page"]
+__all__ = ["verdict_of", "write_bake_report", "write_batch_report", "write_comparison_page"]

@@ -122,6 +122,52 @@ def vocabulary_token_ids() -> list[int]:
     return sorted(set(tokens.flatten().tolist()) - {0})
 
 
+def _initial_model(arch: str, shipped_arch: dict, init_from: str | None) -> tuple[torch.nn.Module, dict | None]:
+    """A fresh model of `arch` (with the training context), or the weights of `init_from` and their record."""
+    model = build_scenes_clip({**shipped_arch, "context_length": TRAINING_CONTEXT})
+    if init_from is None:
+        return model, None
+    earlier_training = read_scenes_clip_file(init_from).get("training")
+    state = load_scenes_clip(init_from).state_dict()
+    state["positional_embedding"] = state["positional_embedding"][:TRAINING_CONTEXT]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:  # tensors of other shapes: weights of another architecture
+        raise UserError(f"--init-from {init_from} holds weights of another architecture than "
+                        f"--arch {arch}") from None
+    return model, earlier_training
+
+
+def _optimiser(model: torch.nn.Module, slot_head: torch.nn.Linear, lr: float, weight_decay: float
+               ) -> torch.optim.AdamW:
+    """AdamW with no weight decay on gains, biases, embeddings and the logit scale, as usual for transformers."""
+    decayed = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in name]
+    not_decayed = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in name)]
+    return torch.optim.AdamW([{"params": decayed + list(slot_head.parameters()), "weight_decay": weight_decay},
+                              {"params": not_decayed, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _train_step(model: torch.nn.Module, slot_head: torch.nn.Linear, optimiser: torch.optim.Optimizer,
+                rng: np.random.Generator, batch_size: int, image_size: int, bf16: bool,
+                slot_weight: float) -> tuple[float, float]:
+    """One optimiser step on a fresh batch of drawn scenes; returns the contrastive and slot losses."""
+    images, captions, batch = training_batch(rng, batch_size, image_size)
+    tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
+    # bfloat16 matmuls would halve the CPU time, but a bfloat16 run learned colour only (the image
+    # embeddings of different shapes and positions stayed equal to within bfloat16 rounding): off by default.
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        contrastive, slot = training_losses(model, slot_head, images, tokens, batch)
+    loss = contrastive + slot_weight * slot
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+    optimiser.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))  # CLIP caps the temperature at 100
+    return contrastive.item(), slot.item()
+
+
 def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float = 5e-4,
           warmup: int = 200, weight_decay: float = 0.1, threads: int = 1, save_every: int = 500,
           eval_n: int = 200, eval_seed: int = 999_999, bf16: bool = False,
@@ -137,26 +183,10 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     shipped_arch = resolve_arch(arch)
-    model = build_scenes_clip({**shipped_arch, "context_length": TRAINING_CONTEXT})
-    earlier_training = None
-    if init_from is not None:
-        earlier_training = read_scenes_clip_file(init_from).get("training")
-        state = load_scenes_clip(init_from).state_dict()
-        state["positional_embedding"] = state["positional_embedding"][:TRAINING_CONTEXT]
-        try:
-            model.load_state_dict(state)
-        except RuntimeError:  # tensors of other shapes: weights of another architecture
-            raise UserError(f"--init-from {init_from} holds weights of another architecture than "
-                            f"--arch {arch}") from None
+    model, earlier_training = _initial_model(arch, shipped_arch, init_from)
     image_size = shipped_arch["image_resolution"]
-
-    # No weight decay on gains, biases, embeddings and the logit scale, as usual for transformers.
-    decayed = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in name]
-    not_decayed = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in name)]
     slot_head = make_slot_head(shipped_arch["embed_dim"])
-    optimiser = torch.optim.AdamW([{"params": decayed + list(slot_head.parameters()), "weight_decay": weight_decay},
-                                   {"params": not_decayed, "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    optimiser = _optimiser(model, slot_head, lr, weight_decay)
     settings = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                     weight_decay=weight_decay, threads=threads, training_context=TRAINING_CONTEXT, bf16=bf16,
                     slot_weight=slot_weight,
@@ -174,20 +204,8 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     for step in progress:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, lr, warmup)
-        images, captions, batch = training_batch(rng, batch_size, image_size)
-        tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
-        # bfloat16 matmuls would halve the CPU time, but a bfloat16 run learned colour only (the image
-        # embeddings of different shapes and positions stayed equal to within bfloat16 rounding): off by default.
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            contrastive, slot = training_losses(model, slot_head, images, tokens, batch)
-        loss = contrastive + slot_weight * slot
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
-        optimiser.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))  # CLIP caps the temperature at 100
-        progress.set_postfix(contrastive=f"{contrastive.item():.3f}", slot=f"{slot.item():.3f}",
+        contrastive, slot = _train_step(model, slot_head, optimiser, rng, batch_size, image_size, bf16, slot_weight)
+        progress.set_postfix(contrastive=f"{contrastive:.3f}", slot=f"{slot:.3f}",
                              scale=f"{model.logit_scale.exp().item():.1f}")
         if (step + 1) % save_every == 0 and step + 1 < steps:
             save(step + 1, time.time() - started)

@@ -10,13 +10,9 @@ import torch
 from PIL import Image
 
 from core.images import save_gif, save_png
-from core.report import (
-    MIN_DISPLAY_PX,
-    plot_curves,
-    write_bake_report,
-    write_batch_report,
-    write_comparison_page,
-)
+from core.html_pages import MIN_DISPLAY_PX
+from core.plots import plot_curves
+from core.report import write_bake_report, write_batch_report, write_comparison_page
 
 EVIL_PROMPT = '<script>alert("x")</script> & a "red" <b>cat</b>'
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}

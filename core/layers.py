@@ -1,0 +1,69 @@
+"""The layers of `core/`, bottom to top: a module may import modules of its own layer and of the layers
+below it, never one above, and no import may close a cycle. The scripts sit on top of them all.
+
+This table is the one place the layering is declared: `tests/test_layers.py` checks every module's imports
+against it (and that docs/DESIGN.md shows `markdown()` of it); `python -m core.layers` prints that.
+A new module gets a row here, in the lowest layer its imports allow.
+"""
+from __future__ import annotations
+
+LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("leaves", "no project imports but other leaves: errors, file helpers, losses, plain data and algorithms",
+     ("errors", "files", "slugs", "losses", "schedule", "prompts", "prompt_lists", "image_ops", "scenes",
+      "pixel_checks", "evolve", "cma", "genetic", "elitist_es", "summary", "html_pages", "plots", "layers")),
+    ("toolkit", "the registries of pluggable parts and their entries",
+     ("registry", "transforms", "constraints", "postproc")),
+    ("models", "loading CLIP models", ("scenes_clip", "models")),
+    ("render", "the pixel renderer, and what a bake's settings and stage targets are made of",
+     ("render", "anchors", "auto", "bake_settings")),
+    ("bake", "meta-optimising a path's guides", ("meta_loss", "meta_optimisers", "bake")),
+    ("store and files", "paths on disk, the store, recipes, images, reports, targets, tracking",
+     ("paths", "store", "nearest", "claims", "recipes", "reference", "images", "report", "targets", "tracking")),
+    ("run pieces", "what the jobs are made of: the typed jobs, saving an image, batch sizes, bake reports, "
+                   "the evaluation", ("jobs", "output", "sizing", "bake_reports", "evaluate")),
+    ("baking in one process", "bake prompts in batches and save them", ("baker",)),
+    ("workers", "worker processes and Ray tasks that run the baker", ("processes", "ray_tasks")),
+    ("jobs", "one job per script: normal, microwave, auto, bake, batch_bake, evaluate, bench",
+     ("image_jobs", "bake_jobs", "evaluate_job", "bench")),
+    ("command line", "argparse: options into typed jobs; the scenes models' own commands",
+     ("cli", "scenes_eval", "train_scenes_clip")),
+)
+
+# Imports allowed inside functions (elsewhere they hide a module's real dependencies): optional packages,
+# and `clip`, whose import takes seconds (torchvision) and warns, so it is paid only when a model is built.
+LAZY_IMPORTS = ("ray", "wandb", "matplotlib", "open_clip", "clip")
+
+# The only functions allowed over 60 lines: optimiser loops documented step by step.
+LONG_FUNCTIONS = ("cma.cma_es", "genetic.genetic")
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def layer_of() -> dict[str, int]:
+    """Each module's layer, 0 at the bottom."""
+    return {module: index for index, (_, _, modules) in enumerate(LAYERS) for module in modules}
+
+
+def picture() -> str:
+    """The layers as a picture in text, the scripts on top; every import points down it."""
+    lines = ["scripts: bake.py microwave.py auto_microwave.py normal.py batch_bake.py evaluate.py bench.py"]
+    for index in reversed(range(len(LAYERS))):
+        name, _, modules = LAYERS[index]
+        lines += ["   ▼", f"{index + 1:>2} {name:<22} {' '.join(modules)}"]
+    return "\n".join(lines)
+
+
+def markdown() -> str:
+    """The picture and the table as docs/DESIGN.md shows them, top layer first."""
+    rows = ["```text", picture(), "```", "", "| layer | what | modules | each may import |", "|---|---|---|---|"]
+    for index in reversed(range(len(LAYERS))):
+        name, what, modules = LAYERS[index]
+        allowed = "the other leaves" if index == 0 else \
+            f"its own layer (no cycles) and layer{'s 1–' if index > 1 else ' '}{index}"
+        rows.append(f"| {index + 1}. {name} | {what} | {', '.join(f'`{module}`' for module in modules)} | {allowed} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown())
