@@ -18,7 +18,8 @@ from core.summary import BatchSummary
 from core.targets import target_label
 
 
-def stage_images(clip: Clip, guides: torch.Tensor, settings: RenderSettings, seeds: list[int]) -> list[list[torch.Tensor]]:
+def stage_images(clip: Clip, guides: torch.Tensor, settings: RenderSettings,
+                 seeds: list[int]) -> list[list[torch.Tensor]]:
     """Replay guides [P,S,D] (one batch) and keep each prompt's image at the end of every stage."""
     snapshots: list[list[torch.Tensor]] = [[] for _ in seeds]
 

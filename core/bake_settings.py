@@ -55,10 +55,5 @@ class BakeSettings:
 
     def with_recipe(self, recipe: dict) -> "BakeSettings":
         """These settings with the recipe keys among them (`stages`, `meta_steps`) taken from a resolved recipe."""
-        values = {item.name: recipe[item.name] for item in recipe_fields() if item.name in recipe}
-        return replace(self, **values)
-
-
-def recipe_fields() -> list:
-    """The fields of `BakeSettings` that are recipe keys too."""
-    return [item for item in fields(BakeSettings) if item.metadata.get("recipe")]
+        return replace(self, **{item.name: recipe[item.name] for item in fields(self)
+                                if item.metadata.get("recipe") and item.name in recipe})

@@ -23,11 +23,14 @@ from core.jobs import (AutoJob, BakeJob, BenchJob, EvaluateJob, ImageOptions, Mi
 from core.meta_optimisers import META_OPTIMIZERS
 from core.postproc import POSTPROC
 from core.recipes import FLAG_PARAMS, RecipeChoice
+from core.registry import Param
 from core.sizing import AUTO
 from core.store import DEFAULT_STORE
 from core.transforms import TRANSFORMS
 
 EXIT_USAGE = 2
+
+_TYPES = {"int": int, "float": float, "text": str}
 
 # Settings fields whose values are names from a registry: the flag offers those names (with their docs).
 CHOICES = {"meta": {name: doc for name, (_, doc) in META_OPTIMIZERS.items()}}
@@ -135,17 +138,17 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--recipe` and a flag for every number of a recipe but the bake's (`recipes.FLAG_PARAMS`); a flag
-    given replaces the recipe's value, which the recipe then checks."""
+def add_recipe_arguments(parser: argparse.ArgumentParser, flags: tuple[Param, ...] = FLAG_PARAMS) -> None:
+    """`--recipe` and a flag for each of `flags` (the recipe's numbers and texts but the bake's,
+    `recipes.FLAG_PARAMS`); a flag given replaces the recipe's value, which the recipe then checks."""
     group = parser.add_argument_group("recipe (overrides the values of --recipe)")
     # No argparse defaults, so that an explicit `--recipe default` can override a path's own recipe, and
     # a value not given on the command line is the recipe's.
     group.add_argument("--recipe", default=argparse.SUPPRESS,
                        help="a recipe name in recipes/ or a YAML file (default: 'default'; microwave.py: the "
                             "recipe its path was baked with)")
-    for param in FLAG_PARAMS:
-        group.add_argument(_flag(param.name), type=int if param.kind == "int" else float, default=argparse.SUPPRESS,
+    for param in flags:
+        group.add_argument(_flag(param.name), type=_TYPES[param.kind], default=argparse.SUPPRESS,
                            help=f"{param.doc} (default: the recipe's; {param.default} in the default recipe)")
 
 
@@ -158,12 +161,12 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--upscale", type=int_at_least(1), default=4, help="nearest-neighbour upscale of saved images")
 
 
-def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
+def add_bake_arguments(parser: argparse.ArgumentParser, settings: type = BakeSettings) -> None:
     """Options of a bake (bake.py, batch_bake.py, and evaluate.py for the paths it bakes first): a flag for
-    every `BakeSettings` field with `help`, and --no-report."""
+    every field of the bake settings with `help`, and --no-report."""
     group = parser.add_argument_group("baking")
-    hints = typing.get_type_hints(BakeSettings)
-    for item in dataclasses.fields(BakeSettings):
+    hints = typing.get_type_hints(settings)
+    for item in dataclasses.fields(settings):
         if "help" in item.metadata:
             group.add_argument(_flag(item.name), **_setting_flag(item, hints[item.name]))
     group.add_argument("--no-report", dest="report", action="store_false",
@@ -177,8 +180,8 @@ def _setting_flag(item: dataclasses.Field, kind: type) -> dict:
     minimum = item.metadata.get("minimum")
     if kind is int:
         keywords["type"] = int_at_least(minimum) if minimum is not None else int
-    elif kind is float:
-        keywords["type"] = float
+    elif kind in (float, str):
+        keywords["type"] = kind
     if item.name in CHOICES:
         keywords["choices"] = list(CHOICES[item.name])
         keywords["help"] += ": " + "; ".join(f"{name}: {doc}" for name, doc in CHOICES[item.name].items())
@@ -198,10 +201,11 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(**given)
 
 
-def recipe_choice(args: argparse.Namespace) -> RecipeChoice:
+def recipe_choice(args: argparse.Namespace, flags: tuple[Param, ...] = FLAG_PARAMS,
+                  settings: type = BakeSettings) -> RecipeChoice:
     """`--recipe` (None when not given) and the recipe values given as flags, bake ones included."""
-    names = [param.name for param in FLAG_PARAMS] + [item.name for item in dataclasses.fields(BakeSettings)
-                                                       if item.metadata.get("recipe")]
+    names = [param.name for param in flags] + [item.name for item in dataclasses.fields(settings)
+                                               if item.metadata.get("recipe")]
     return RecipeChoice(getattr(args, "recipe", None), {name: getattr(args, name) for name in names
                                                         if getattr(args, name, None) is not None})
 
@@ -211,10 +215,11 @@ def image_options(args: argparse.Namespace) -> ImageOptions:
     return ImageOptions(args.init, args.save_every, args.gif, args.upscale)
 
 
-def bake_settings(args: argparse.Namespace) -> BakeSettings:
-    """The bake options given (recipe keys among them are taken from the recipe when the job resolves it)."""
-    return BakeSettings(**{item.name: getattr(args, item.name) for item in dataclasses.fields(BakeSettings)
-                           if hasattr(args, item.name)})
+def bake_settings(args: argparse.Namespace, settings: type = BakeSettings) -> BakeSettings:
+    """The bake options given; those that are recipe keys are not among them (`recipe_choice` has them, and
+    the job takes them from the resolved recipe)."""
+    return settings(**{item.name: getattr(args, item.name) for item in dataclasses.fields(settings)
+                       if hasattr(args, item.name) and not item.metadata.get("recipe")})
 
 
 def normal_job(args: argparse.Namespace) -> NormalJob:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from core.bake_settings import BakeSettings, recipe_fields
+from core.bake_settings import BakeSettings
 from core.constraints import build_constraints
 from core.errors import UserError
 from core.postproc import build_postproc
@@ -38,40 +39,49 @@ TARGET_PARAMS = (Param("targets", "", "weighted targets added to every prompt, e
 KEY_ORDER = ("size", "stages", "steps_per_stage", "lr", "weight_decay", "tv_weight", "range_weight", "cutn",
              "quantize", "meta_steps", "targets", "views", "constraints", "postproc")
 _KINDS = {int: "int", float: "float", str: "text", bool: "bool"}
+FLAG_KINDS = ("int", "float", "text")  # recipe values a command-line flag can give
+
+
+def _kind(hint) -> str:
+    """A Param kind from a field's type: int, float, str, bool (also when optional); lists and dicts: list."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        given = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        hint = given[0] if len(given) == 1 else list
+    return _KINDS.get(hint, "list")
 
 
 def _param(item: dataclasses.Field, hints: dict) -> Param:
     """A recipe key from a settings field: its default, its `help` and `minimum` metadata, its type."""
-    kind = _KINDS.get(hints[item.name], "list")
     if "recipe_default" in item.metadata:
         default = copy.deepcopy(item.metadata["recipe_default"])
     elif item.default is not dataclasses.MISSING:
         default = item.default
     else:
         default = item.default_factory()
-    return Param(item.name, default, item.metadata["help"], kind=kind, minimum=item.metadata.get("minimum"))
+    return Param(item.name, default, item.metadata["help"], kind=_kind(hints[item.name]),
+                 minimum=item.metadata.get("minimum"))
 
 
-def _settings_params() -> list[Param]:
-    """The recipe keys the settings dataclasses declare: every field of `RenderSettings`, and the fields
-    of `BakeSettings` marked as recipe keys."""
-    render_hints = typing.get_type_hints(RenderSettings)
-    bake_hints = typing.get_type_hints(BakeSettings)
-    return ([_param(item, render_hints) for item in dataclasses.fields(RenderSettings)]
-            + [_param(item, bake_hints) for item in recipe_fields()])
-
-
-def _ordered(params: list[Param]) -> tuple[Param, ...]:
+def recipe_params(render: type = RenderSettings, bake: type = BakeSettings) -> tuple[Param, ...]:
+    """The recipe keys: every field of the render settings, the fields of the bake settings marked
+    `recipe`, `quantize` and `targets`; in `KEY_ORDER`, then in the order declared."""
+    render_hints, bake_hints = typing.get_type_hints(render), typing.get_type_hints(bake)
+    params = ([_param(item, render_hints) for item in dataclasses.fields(render)]
+              + [_param(item, bake_hints) for item in dataclasses.fields(bake) if item.metadata.get("recipe")])
     rank = {name: index for index, name in enumerate(KEY_ORDER)}
-    return tuple(sorted(params, key=lambda param: rank.get(param.name, len(KEY_ORDER))))
+    return tuple(sorted([*params, *OUTPUT_PARAMS, *TARGET_PARAMS],
+                        key=lambda param: rank.get(param.name, len(KEY_ORDER))))
 
 
-RECIPE_PARAMS = _ordered([*_settings_params(), *OUTPUT_PARAMS, *TARGET_PARAMS])
-# Recipe values a flag of every rendering script can replace (the bake's own, stages and meta_steps, are
-# flags of the scripts that bake): the numbers of RenderSettings, and the output's.
-FLAG_PARAMS = tuple(param for param in RECIPE_PARAMS if param.kind in ("int", "float")
-                    and param.name not in {item.name for item in recipe_fields()})
+def flag_params(params: tuple[Param, ...], render: type = RenderSettings) -> tuple[Param, ...]:
+    """The recipe values every rendering script takes as flags: the numbers and texts of the render
+    settings, and `quantize` (a bake's own, `stages` and `meta_steps`, are flags of the scripts that bake)."""
+    names = {item.name for item in dataclasses.fields(render)} | {param.name for param in OUTPUT_PARAMS}
+    return tuple(param for param in params if param.name in names and param.kind in FLAG_KINDS)
 
+
+RECIPE_PARAMS = recipe_params()
+FLAG_PARAMS = flag_params(RECIPE_PARAMS)
 DEFAULT_RECIPE = {param.name: param.default for param in RECIPE_PARAMS}
 
 

@@ -134,3 +134,25 @@ def test_evaluation_starts_are_distinct_per_prompt_and_stable():
     assert all(seed >= EVAL_SEED_BASE for seed in seeds)
     # The same start for every method, run and version: the README's tables compare runs made months apart.
     assert start_seed("a red star", 1) == seeds[1] == 741432052
+
+
+def test_evaluate_job_checks_its_methods_and_models_before_work(tmp_path):
+    """The checks of the slow script tests above, in this process: one-line errors before anything is baked."""
+    from core.bake_settings import BakeSettings
+    from core.errors import UserError
+    from core.evaluate_job import evaluate_job
+    from core.jobs import EvaluateJob, RunOptions
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    run = RunOptions(model="tiny", device="cpu", out=str(tmp_path / "out"), store=str(tmp_path / "store"), quiet=True)
+    for methods, message in ((["normal", "bogus"], r"unknown method\(s\) bogus"), ([], r"\(none given\)")):
+        with pytest.raises(UserError, match=message):
+            evaluate_job(EvaluateJob(str(prompts), methods=methods, run=run))
+    with pytest.raises(UserError, match="judge must be another model than the guide"):
+        evaluate_job(EvaluateJob(str(prompts), judge="tiny", run=run))
+    scenes = RunOptions(**{**run.__dict__, "model": "scenes"})
+    with pytest.raises(UserError, match="must not also be the bake's critic"):
+        evaluate_job(EvaluateJob(str(prompts), judge="scenes-judge", run=scenes,
+                                 bake=BakeSettings(critic="scenes-judge")))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()

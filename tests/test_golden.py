@@ -100,7 +100,8 @@ def test_normal_image_is_unchanged(tmp_path, monkeypatch, capsys, golden_dir):
 
 def test_microwave_of_a_legacy_path_is_unchanged(tmp_path, monkeypatch, capsys, golden_dir):
     legacy = sorted(LEGACY.glob("*.pt"))[0]
-    out = run_main("microwave.py", monkeypatch, capsys, "a blue square", str(legacy), "--mix", "0.3", *IMAGE, "--seed", "5", "--out", str(tmp_path / "out"))
+    out = run_main("microwave.py", monkeypatch, capsys, "a blue square", str(legacy), "--mix", "0.3", *IMAGE,
+                   "--seed", "5", "--out", str(tmp_path / "out"))
     check_text("microwave-legacy.txt", masked(out.replace(str(legacy), "LEGACY"), tmp_path))
     check_image("microwave-legacy", next((tmp_path / "out").glob("microwave-*.png")), tmp_path, start_seed=5)
 
