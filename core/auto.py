@@ -19,7 +19,7 @@ AUTO_MODES = {
 
 def auto_targets(clip: Clip, paths: list, embedding: torch.Tensor, mode: str = "transfer",
                  path_weight: float | None = None, seed: int = 0) -> torch.Tensor:
-    """Stage targets [S, D] for a prompt embedding [D] from baked paths (core.store.BakedPath) of other prompts.
+    """Stage targets [S, D] for a prompt embedding [D] from baked paths (core.paths.BakedPath) of other prompts.
 
     `transfer` (default; measured best, see the README): unit(prompt + w * mean_k(path_k - prompt_k)).
     `mean` / `splice`: (1 - w) * prompt + w * mix of the paths. `w` = `path_weight` or the mode's default.

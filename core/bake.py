@@ -5,10 +5,8 @@ the stages (`core.render.replay`) and scores the final image by its spherical di
 embedding (the meta-loss, `core.meta_loss`), as seen by a `Critic` model other than the guide (by
 default; the guide's own score teaches paths to fool the guide). The meta-optimisers in
 `core.meta_optimisers.META_OPTIMIZERS` turn that score into better guides; `bake_prompts` runs one and
-compares the result with a normal run on held-out starts.
-
-Seeds: every prompt has its own seed, from which its random starts are derived; augmentations are
-drawn from a seed shared by the batch. So baking prompts together equals baking them one by one.
+compares the result with a normal run on held-out starts. Every prompt has its own seed (see
+`core.meta_loss`), so baking prompts together equals baking them one by one.
 """
 from __future__ import annotations
 

@@ -283,7 +283,7 @@ def run_bench(model: str, device: str, prompts: list[int], size: int, cutn: int,
               steps_per_stage: int = 30) -> BenchResult:
     """Measure the ceiling, the inner loop at every P of `prompts` (as memory allows) and the original;
     with `bake_count` prompts (a number, or `auto`: what fits on CUDA, at most `BAKE_AUTO_LIMIT`), also a bake
-    of that many prompts at `bake` (core.bake.BakeSettings) and `steps_per_stage`."""
+    of that many prompts at `bake` (core.bake_settings.BakeSettings) and `steps_per_stage`."""
     clip = bench_clip(model, device)
     if compile:
         clip.compile_encoder()

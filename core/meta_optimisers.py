@@ -112,7 +112,8 @@ def _gradient(space_name: str):
 
 
 def _evolution(search: str, space_name: str):
-    """A meta-optimiser that searches a path space with `core.evolve` (CMA-ES or GA), prompt by prompt.
+    """A meta-optimiser that searches a path space with CMA-ES (`core.cma`) or the GA (`core.genetic`),
+    prompt by prompt.
 
     Fitness of a candidate path = mean + |std| of its final loss over `starts` random starts
     (`core.evolve.robust_fitness`), the whole population evaluated as one batch.

@@ -202,7 +202,7 @@ OPENAI_CRITICS = ("RN50", "ViT-B/16")  # the first that is not the guide itself
 
 
 def resolve_critic(critic: str, guide_name: str) -> str:
-    """The model that scores a bake's final images (see core.bake.Critic); "" for the guide alone.
+    """The model that scores a bake's final images (see core.meta_loss.Critic); "" for the guide alone.
 
     `auto`: `scenes-critic` for a shipped scenes guide, another OpenAI CLIP (RN50) for an OpenAI guide
     when its weights are cached or reachable, otherwise none (with a notice). A bake scored by the guide
