@@ -4,7 +4,7 @@ modules and functions stay short. Parsed with ast, nothing is imported."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
+import functools
 
 import pytest
 
@@ -15,7 +15,9 @@ CORE = REPO / "core"
 COMMAND_LINE = set(layers.LAYERS[-1][2])
 
 
+@functools.cache
 def modules() -> dict[str, ast.Module]:
+    """Every core module's syntax tree, by module name (parsed once)."""
     return {file.stem: ast.parse(file.read_text(encoding="utf-8"), str(file))
             for file in sorted(CORE.glob("*.py")) if file.stem != "__init__"}
 
