@@ -12,7 +12,7 @@ RN50 for the ViT-B/32 guide), in prompts an hour; prints a markdown table of the
   python bench.py --device cpu --prompts 1,8 --cutn 2 --steps 4 --threads 2
 """
 from core import bench, cli
-from core.bake import BakeSettings
+from core.bake_settings import BakeSettings
 from core.render import RenderSettings
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from core.auto import auto_targets
-from core.bake import derive_seed, initial_guides
 from core.errors import UserError
 from core.files import write_atomically
 from core.images import save_png
+from core.meta_loss import derive_seed, initial_guides
 from core.models import Clip
 from core.nearest import nearest_paths
 from core.paths import check_compatible, load_path

@@ -30,8 +30,8 @@ from core.transforms import DEFAULT_VIEWS, build_chain
 class RenderSettings:
     """How pixels are optimised: the inner loop of every script (a recipe's render part).
 
-    Every field is a recipe key (`core.recipes`), documented by its `help`; a number is also a command-line
-    flag of every script that renders (`--steps-per-stage` from `steps_per_stage`, `core.cli`).
+    Every field is a recipe key (`core.recipes`), documented by its `help`; a number or a text is also a
+    command-line flag of every script that renders (`--steps-per-stage` from `steps_per_stage`, `core.cli`).
     """
 
     size: int = field(default=128, metadata={"help": "side of the rendered image in pixels", "minimum": 8})

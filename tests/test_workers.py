@@ -209,7 +209,8 @@ def test_gpus_argument():
 @pytest.mark.gpu
 def test_auto_batch_size_measured_on_cuda_fits():
     from core import bench
-    from core.bake import Critic, bake_prompts
+    from core.bake import bake_prompts
+    from core.meta_loss import Critic
     from core.models import load_clip
 
     clip = load_clip("tiny", "cuda")
