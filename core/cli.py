@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import types
 import typing
 import warnings
 from typing import Callable
@@ -25,7 +26,6 @@ from core.postproc import POSTPROC
 from core.recipes import FLAG_PARAMS, RecipeChoice
 from core.registry import Param
 from core.sizing import AUTO
-from core.store import DEFAULT_STORE
 from core.transforms import TRANSFORMS
 
 EXIT_USAGE = 2
@@ -116,19 +116,7 @@ def make_parser(description: str, recipe: bool = True, outputs: bool = True) -> 
     """
     parser = Parser(description=description, formatter_class=_Formatter,
                     epilog=toolkit_epilog() if recipe else None)
-    parser.add_argument("--model", default="auto",
-                        help="CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes'), tiny, "
-                             "scenes, scenes-judge, any clip.available_models() name, or a local weights file")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    if outputs:
-        parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same image")
-        parser.add_argument("--out", default="outputs", help="directory for images")
-        parser.add_argument("--store", default=str(DEFAULT_STORE), help="directory of baked paths")
-        parser.add_argument("--truncate", action="store_true", help="cut prompts longer than 77 tokens")
-        parser.add_argument("--wandb", action="store_true", help="log losses and images to Weights & Biases")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile image encoding in the inner loop (pays off on GPU for long runs)")
+    add_flags(parser, RunOptions, None if outputs else ("model", "device", "quiet", "compile"))
     if recipe:
         add_recipe_arguments(parser)
     return parser
@@ -153,30 +141,42 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, flags: tuple[Param, ..
 
 
 def add_image_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the scripts that render one image (normal.py, microwave.py, auto_microwave.py)."""
-    group = parser.add_argument_group("the image")
-    group.add_argument("--init", help="start from this image instead of random pixels")
-    group.add_argument("--save-every", type=int_at_least(0), default=0, help="save a frame every N steps (0 = never)")
-    group.add_argument("--gif", action="store_true", help="also write the frames as an animated GIF")
-    group.add_argument("--upscale", type=int_at_least(1), default=4, help="nearest-neighbour upscale of saved images")
+    """Options of the scripts that render one image (normal.py, microwave.py, auto_microwave.py): `ImageOptions`."""
+    add_flags(parser.add_argument_group("the image"), ImageOptions)
 
 
 def add_bake_arguments(parser: argparse.ArgumentParser, settings: type = BakeSettings) -> None:
     """Options of a bake (bake.py, batch_bake.py, and evaluate.py for the paths it bakes first): a flag for
     every field of the bake settings with `help`, and --no-report."""
     group = parser.add_argument_group("baking")
-    hints = typing.get_type_hints(settings)
-    for item in dataclasses.fields(settings):
-        if "help" in item.metadata:
-            group.add_argument(_flag(item.name), **_setting_flag(item, hints[item.name]))
+    add_flags(group, settings)
     group.add_argument("--no-report", dest="report", action="store_false",
                        help="skip the HTML report (images per stage, loss curves, GIF) in OUT/reports/")
 
 
+def add_flags(group, options: type, names: tuple[str, ...] | None = None) -> None:
+    """A flag for every field of the dataclass `options` that has `help` metadata (of `names`, if given):
+    `--steps-per-stage` from `steps_per_stage`."""
+    hints = typing.get_type_hints(options)
+    for item in dataclasses.fields(options):
+        if "help" in item.metadata and (names is None or item.name in names):
+            group.add_argument(_flag(item.name), **_setting_flag(item, _plain_type(hints[item.name])))
+
+
+def _plain_type(hint) -> type:
+    """`int` of `int`, and of `int | None`."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        given = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return given[0] if len(given) == 1 else object
+    return hint
+
+
 def _setting_flag(item: dataclasses.Field, kind: type) -> dict:
-    """argparse keywords of a settings field's flag: its type (a minimum checked at once), choices, help and
-    default (a recipe key's flag has none: the recipe's value stands unless it is given)."""
+    """argparse keywords of a field's flag: its type (a minimum checked at once; a bool is a switch), choices,
+    help and default (a recipe key's flag has none: the recipe's value stands unless it is given)."""
     keywords: dict = {"help": item.metadata["help"]}
+    if kind is bool:
+        return {**keywords, "action": "store_true", "default": item.default}
     minimum = item.metadata.get("minimum")
     if kind is int:
         keywords["type"] = int_at_least(minimum) if minimum is not None else int
@@ -212,7 +212,7 @@ def recipe_choice(args: argparse.Namespace, flags: tuple[Param, ...] = FLAG_PARA
 
 def image_options(args: argparse.Namespace) -> ImageOptions:
     """How the image scripts save their image (--init, --save-every, --gif, --upscale)."""
-    return ImageOptions(args.init, args.save_every, args.gif, args.upscale)
+    return ImageOptions(**{item.name: getattr(args, item.name) for item in dataclasses.fields(ImageOptions)})
 
 
 def bake_settings(args: argparse.Namespace, settings: type = BakeSettings) -> BakeSettings:

@@ -18,27 +18,33 @@ from core.store import DEFAULT_STORE
 
 @dataclass
 class RunOptions:
-    """What every run shares: the model and device, the seed, where outputs and the store are."""
+    """What every run shares: the model and device, the seed, where outputs and the store are.
 
-    model: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    out: str = "outputs"
-    store: str = str(DEFAULT_STORE)
-    truncate: bool = False  # cut prompts longer than CLIP's 77 tokens instead of refusing them
-    wandb: bool = False
-    quiet: bool = False  # no progress bars
-    compile: bool = False  # torch.compile image encoding in the inner loop
+    Each field's `help` makes it a flag of the scripts (`core.cli.make_parser`).
+    """
+
+    model: str = field(default="auto", metadata={
+        "help": "CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes'), tiny, scenes, scenes-judge, "
+                "any clip.available_models() name, or a local weights file"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    seed: int = field(default=0, metadata={"help": "random seed; the same seed gives the same image"})
+    out: str = field(default="outputs", metadata={"help": "directory for images"})
+    store: str = field(default=str(DEFAULT_STORE), metadata={"help": "directory of baked paths"})
+    truncate: bool = field(default=False, metadata={"help": "cut prompts longer than 77 tokens"})
+    wandb: bool = field(default=False, metadata={"help": "log losses and images to Weights & Biases"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bars"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile image encoding in the inner loop (pays off on GPU for long runs)"})
 
 
 @dataclass
 class ImageOptions:
-    """How a script that renders one image saves it."""
+    """How a script that renders one image saves it (each field a flag of those scripts)."""
 
-    init: str | None = None  # an image to start from instead of random pixels
-    save_every: int = 0  # a frame every N steps (0 = never)
-    gif: bool = False  # the frames as an animated GIF too
-    upscale: int = 4  # nearest-neighbour upscale of saved images
+    init: str | None = field(default=None, metadata={"help": "start from this image instead of random pixels"})
+    save_every: int = field(default=0, metadata={"help": "save a frame every N steps (0 = never)", "minimum": 0})
+    gif: bool = field(default=False, metadata={"help": "also write the frames as an animated GIF"})
+    upscale: int = field(default=4, metadata={"help": "nearest-neighbour upscale of saved images", "minimum": 1})
 
 
 @dataclass
