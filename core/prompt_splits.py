@@ -62,7 +62,7 @@ def _rank(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
 
-def test_prompts(directory: Path = PROMPTS_DIR, per_form: int = PER_FORM) -> list[str]:
+def held_out_prompts(directory: Path = PROMPTS_DIR, per_form: int = PER_FORM) -> list[str]:
     """The test set by the rule in the module docstring."""
     excluded = tuning_prompts(directory)
     chosen = [sorted((p for p in prompts if p not in excluded), key=_rank)[:per_form]
@@ -70,26 +70,20 @@ def test_prompts(directory: Path = PROMPTS_DIR, per_form: int = PER_FORM) -> lis
     return [prompt for row in zip(*chosen) for prompt in row]
 
 
-test_prompts.__test__ = False  # a function named test_* that pytest must not collect
-
-
-def test_file_text(directory: Path = PROMPTS_DIR) -> str:
+def held_out_file_text(directory: Path = PROMPTS_DIR) -> str:
     """The text of prompts/scenes-test.txt: a header saying where it comes from, then the prompts."""
     header = ("# The held-out TEST prompts: never tune or choose anything on them (see core/prompt_splits.py).\n"
               "# Made by `python -m core.prompt_splits`: every prompt of the tuning files' three forms over the\n"
               "# scenes vocabulary, minus the tuning prompts, ordered by SHA-256, the first 16 of each form.\n")
-    return header + "\n".join(test_prompts(directory)) + "\n"
-
-
-test_file_text.__test__ = False
+    return header + "\n".join(held_out_prompts(directory)) + "\n"
 
 
 def main() -> None:
     from core.files import write_atomically
 
     target = PROMPTS_DIR / TEST_FILE
-    write_atomically(target, lambda handle: handle.write(test_file_text().encode("utf-8")))
-    print(f"wrote {len(test_prompts())} test prompts to {target}")
+    write_atomically(target, lambda handle: handle.write(held_out_file_text().encode("utf-8")))
+    print(f"wrote {len(held_out_prompts())} test prompts to {target}")
 
 
 if __name__ == "__main__":

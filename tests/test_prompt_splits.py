@@ -5,11 +5,11 @@ from core.scenes import COLOURS, SHAPES
 
 def test_test_file_is_what_the_rule_makes():
     file = prompt_splits.PROMPTS_DIR / prompt_splits.TEST_FILE
-    assert file.read_text(encoding="utf-8") == prompt_splits.test_file_text()
+    assert file.read_text(encoding="utf-8") == prompt_splits.held_out_file_text()
 
 
 def test_test_prompts_are_disjoint_from_tuning_and_of_every_form():
-    prompts = prompt_splits.test_prompts()
+    prompts = prompt_splits.held_out_prompts()
     tuning = prompt_splits.tuning_prompts()
     assert len(prompts) == len(set(prompts)) == 3 * prompt_splits.PER_FORM >= 40
     assert not set(prompts) & tuning
@@ -25,11 +25,11 @@ def test_tuning_on_one_more_prompt_swaps_only_that_prompt(tmp_path):
     its form in hash order and leaves the other test prompts where they were."""
     for name in prompt_splits.TUNING_FILES:
         (tmp_path / name).write_text((prompt_splits.PROMPTS_DIR / name).read_text(encoding="utf-8"), encoding="utf-8")
-    before = prompt_splits.test_prompts(tmp_path)
+    before = prompt_splits.held_out_prompts(tmp_path)
     moved = before[4]
     with open(tmp_path / prompt_splits.TUNING_FILES[0], "a", encoding="utf-8") as handle:
         handle.write(moved + "\n")
-    after = prompt_splits.test_prompts(tmp_path)
+    after = prompt_splits.held_out_prompts(tmp_path)
     assert moved not in after and len(after) == len(before)
     assert set(before) - set(after) == {moved}
     (new,) = set(after) - set(before)
