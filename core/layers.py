@@ -10,7 +10,8 @@ from __future__ import annotations
 LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("leaves", "no project imports but other leaves: errors, file helpers, losses, plain data and algorithms",
      ("errors", "files", "slugs", "losses", "schedule", "prompts", "prompt_lists", "image_ops", "scenes",
-      "pixel_checks", "evolve", "cma", "genetic", "elitist_es", "summary", "html_pages", "plots", "layers")),
+      "pixel_checks", "evolve", "cma", "genetic", "elitist_es", "summary", "html_pages", "plots", "layers",
+      "prompt_splits")),
     ("toolkit", "the registries of pluggable parts and their entries",
      ("registry", "transforms", "constraints", "postproc")),
     ("models", "loading CLIP models", ("scenes_clip", "models")),

@@ -23,6 +23,7 @@ import hashlib
 from itertools import product
 from pathlib import Path
 
+from core.files import write_text_atomically
 from core.scenes import COLOURS, POSITION_PHRASES, RELATIONS, SHAPES
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -79,10 +80,8 @@ def held_out_file_text(directory: Path = PROMPTS_DIR) -> str:
 
 
 def main() -> None:
-    from core.files import write_atomically
-
     target = PROMPTS_DIR / TEST_FILE
-    write_atomically(target, lambda handle: handle.write(held_out_file_text().encode("utf-8")))
+    write_text_atomically(target, held_out_file_text())
     print(f"wrote {len(held_out_prompts())} test prompts to {target}")
 
 
