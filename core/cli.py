@@ -55,13 +55,12 @@ def make_parser(description: str, recipe: bool = True, outputs: bool = True) -> 
     `recipe`: also the recipe options; `outputs`: also those of scripts that make images or paths
     (seed, out, store, truncate, wandb), which a benchmark has no use for.
     """
+    from core.models import MODEL_HELP
     from core.store import DEFAULT_STORE
 
     parser = Parser(description=description, formatter_class=_Formatter,
                     epilog=toolkit_epilog() if recipe else None)
-    parser.add_argument("--model", default="auto",
-                        help="CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes'), tiny, "
-                             "scenes, scenes-judge, any clip.available_models() name, or a local weights file")
+    parser.add_argument("--model", default="auto", help=MODEL_HELP)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     if outputs:
         parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same image")
