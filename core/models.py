@@ -251,12 +251,8 @@ def resolve_critic(critic: str, guide: Clip | str) -> str:
     if known in SHIPPED:
         return SCENES_CRITIC if known != SCENES_CRITIC else SCENES_NAME
     if known in OPENAI_ARCHS:
-        name = next(name for name in OPENAI_CRITICS if name != known)
-        if _openai_cache_file(name).exists() or _download_reachable(name):
-            return name
-        print(f"notice: the critic {name} is not cached and cannot be downloaded; baking with the guide alone",
-              file=sys.stderr)
-    elif guide_name != TINY_NAME:  # the random test model has no natural partner, and needs no notice
+        return _first_available_critic((next(name for name in OPENAI_CRITICS if name != known),), guide_name)
+    if guide_name != TINY_NAME:  # the random test model has no natural partner, and needs no notice
         print(f"notice: {guide_name} is not a model --critic auto knows a partner for; baking with the guide "
               f"alone (pass --critic MODEL to score with another model)", file=sys.stderr)
     return ""
@@ -275,7 +271,8 @@ def _first_available_critic(candidates: tuple[str, ...], guide_name: str) -> str
 
 
 def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto", compile: bool = False) -> Clip:
-    """Load a frozen CLIP by name (`auto`, `tiny`, shipped, OpenAI names) or from a local weights file.
+    """Load a frozen CLIP by name (`auto`, `tiny`, shipped, OpenAI names, `open_clip:ARCH/PRETRAINED`) or from a
+    local weights file.
 
     `compile=True` compiles image encoding for the inner steps that need no double backward.
     """

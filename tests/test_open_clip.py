@@ -3,6 +3,7 @@ saved to a local file (and served from a fake Hugging Face cache) renders, bakes
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -93,6 +94,22 @@ def test_loads_by_name_and_file(checkpoint, guide, monkeypatch):
     mean, std = torch.tensor(guide.mean).view(1, 3, 1, 1), torch.tensor(guide.std).view(1, 3, 1, 1)
     with torch.no_grad():
         assert torch.allclose(guide.encode_images(images), reference.encode_image((images - mean) / std), atol=1e-5)
+
+
+def test_unknown_names_and_unfit_checkpoints_are_one_line_errors(checkpoint, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a model\xff" * 10)
+    other = tmp_path / "other-architecture.pt"
+    torch.save(models.build_tiny_clip().state_dict(), other)  # a CLIP, but not of this architecture's shapes
+    cases = {f"open_clip:{ARCH}/{garbage}": f"cannot load {garbage} as open_clip's {ARCH}",
+             f"open_clip:{ARCH}/{other}": f"cannot load {other} as open_clip's {ARCH}",
+             f"open_clip:{ARCH}/missing.pt": f"'missing.pt' is neither a pretrained tag of open_clip's {ARCH} nor a file",
+             "open_clip:ViT-B-32x/openai": "unknown open_clip architecture 'ViT-B-32x' (did you mean ViT-B-32",
+             f"open_clip:{ARCH}": "open_clip models are named open_clip:ARCH/PRETRAINED"}
+    for name, message in cases.items():
+        with pytest.raises(UserError, match=re.escape(message)) as caught:
+            load_clip(name, "cpu")
+        assert "\n" not in str(caught.value), name
 
 
 def test_models_of_the_clip_package_keep_openai_normalisation(tiny_clip):
