@@ -70,7 +70,7 @@ class Baker:
         clip = clip or load_clip(job.run.model, job.run.device, job.run.compile)
         recipe = job.recipe.resolve()
         bake = job.bake.with_recipe(recipe)
-        bake = replace(bake, critic=resolve_critic(bake.critic, clip.name))  # path files record the model that scored
+        bake = replace(bake, critic=resolve_critic(bake.critic, clip))  # path files record the model that scored
         critic_clip = load_clip(bake.critic, job.run.device) if bake.critic else None
         return cls(job, clip, critic_clip, recipe, RenderSettings.from_recipe(recipe), bake, log, queue)
 

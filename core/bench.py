@@ -59,7 +59,7 @@ def bench_critic(name: str, guide: Clip) -> Clip | None:
     """The bake's critic: `auto` is RN50 (random init) for the ViT-B/32 guide, else what a bake would use."""
     if name == "auto" and guide.name == VIT_B_32:
         name = RN50
-    name = resolve_critic(name, guide.name)
+    name = resolve_critic(name, guide)
     return bench_clip(name, guide.device) if name else None
 
 

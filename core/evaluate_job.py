@@ -28,7 +28,7 @@ def evaluate_job(job: EvaluateJob) -> None:
     judge = load_clip(job.judge, job.run.device)
     if judge.name == clip.name:
         raise UserError(f"the judge must be another model than the guide ({clip.name})")
-    critic = resolve_critic(job.bake.critic, clip.name)
+    critic = resolve_critic(job.bake.critic, clip)
     if critic and model_name(critic) == judge.name:  # compared by name: no need to load the critic twice
         raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
     recipe = job.recipe.resolve()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from core.bake_settings import BakeSettings
 from core.claims import DEFAULT_TTL
+from core.models import MODEL_HELP
 from core.recipes import RecipeChoice
 from core.store import DEFAULT_STORE
 
@@ -23,9 +24,7 @@ class RunOptions:
     Each field's `help` makes it a flag of the scripts (`core.cli.make_parser`).
     """
 
-    model: str = field(default="auto", metadata={
-        "help": "CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes'), tiny, scenes, scenes-judge, "
-                "any clip.available_models() name, or a local weights file"})
+    model: str = field(default="auto", metadata={"help": MODEL_HELP})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     seed: int = field(default=0, metadata={"help": "random seed; the same seed gives the same image"})
     out: str = field(default="outputs", metadata={"help": "directory for images"})

@@ -14,7 +14,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
       "prompt_splits")),
     ("toolkit", "the registries of pluggable parts and their entries",
      ("registry", "transforms", "constraints", "postproc")),
-    ("models", "loading CLIP models", ("scenes_clip", "models")),
+    ("models", "loading CLIP models", ("scenes_clip", "open_clip_models", "models")),
     ("render", "the pixel renderer, and what a bake's settings and stage targets are made of",
      ("render", "anchors", "auto", "bake_settings")),
     ("bake", "meta-optimising a path's guides", ("meta_loss", "meta_optimisers", "bake")),
@@ -30,9 +30,10 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("cli", "scenes_eval", "train_scenes_clip")),
 )
 
-# Imports allowed inside functions (elsewhere they hide a module's real dependencies): optional packages,
+# Imports allowed inside functions (elsewhere they hide a module's real dependencies): optional packages
+# (open_clip and its hub client are imported only when an open_clip model is asked for),
 # and `clip`, whose import takes seconds (torchvision) and warns, so it is paid only when a model is built.
-LAZY_IMPORTS = ("ray", "wandb", "matplotlib", "open_clip", "clip")
+LAZY_IMPORTS = ("ray", "wandb", "matplotlib", "open_clip", "huggingface_hub", "clip")
 
 # The only functions allowed over 60 lines: optimiser loops documented step by step.
 LONG_FUNCTIONS = ("cma.cma_es", "genetic.genetic")

@@ -1,4 +1,5 @@
-"""Loading CLIP models: OpenAI's by name, local weight files, the shipped scenes models, and `tiny`.
+"""Loading CLIP models: OpenAI's by name, local weight files, the shipped scenes models, `tiny`, and
+open_clip's (`open_clip:ARCH/PRETRAINED`, see core.open_clip_models).
 
 Every model comes back frozen (eval mode, no parameter gradients) inside a small `Clip` dataclass that
 knows how to encode text (once, without gradients) and images (pixels in [0, 1], gradients flow).
@@ -19,23 +20,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import UserError
-from core.scenes_clip import SHIPPED, check_weights_file, load_scenes_clip
+from core.open_clip_models import (OPENAI_ARCHS, is_open_clip_name, load_open_clip, open_clip_critic_candidates,
+                                   open_clip_model_name, open_clip_weights_available, recognise_clip_arch)
+from core.scenes_clip import ARCHS, SHIPPED, check_weights_file, load_scenes_clip
 
 # CLIP's input normalisation (the original tool skipped it).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def normalise_images(images: torch.Tensor) -> torch.Tensor:
-    """CLIP-normalise images [B, 3, H, W] in [0, 1] (differentiable): every CLIP's input, scenes ones too."""
-    mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+def normalise_images(images: torch.Tensor, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD) -> torch.Tensor:
+    """CLIP-normalise images [B, 3, H, W] in [0, 1] (differentiable): OpenAI's mean/std unless a model has its own."""
+    mean = images.new_tensor(mean).view(1, 3, 1, 1)
+    std = images.new_tensor(std).view(1, 3, 1, 1)
     return (images - mean) / std
 
 TINY_NAME = "tiny"
 SCENES_NAME = "scenes"
 AUTO_NAME = "auto"
 AUTO_PREFERRED = "ViT-B/32"
+MODEL_HELP = ("CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes'), tiny, scenes, scenes-judge, "
+              "any clip.available_models() name, open_clip:ARCH/PRETRAINED (a tag of open_clip.list_pretrained() "
+              "or a checkpoint file), or a local weights file")
 
 
 def _clip_package():
@@ -57,6 +63,11 @@ class Clip:
     device: torch.device
     compiled: bool = False  # encode_images_fast is torch.compile'd (see `compile_encoder`)
     _fast_encoder: Callable | None = field(default=None, repr=False, compare=False)
+    mean: tuple = CLIP_MEAN  # the input normalisation the model was trained with
+    std: tuple = CLIP_STD
+    # (prompts, truncate) -> tokens with the length check, for open_clip models; None: the clip package's
+    text_tokenizer: Callable | None = field(default=None, repr=False, compare=False)
+    known_as: str = ""  # the named model a weights file was recognised as (pairs a critic); "" if none
 
     def tokenize(self, prompts: list[str], truncate: bool = False, allow_empty: bool = False) -> torch.Tensor:
         """Tokens for `prompts`; an over-long prompt, or an empty one unless `allow_empty`, is a `UserError`."""
@@ -64,6 +75,8 @@ class Clip:
         for prompt in prompts:
             if not allow_empty and (not prompt or not prompt.strip()):
                 raise UserError("empty prompt")
+        if self.text_tokenizer is not None:
+            return self.text_tokenizer(prompts, truncate)
         try:
             return clip.tokenize(prompts, truncate=truncate)
         except RuntimeError:
@@ -82,7 +95,7 @@ class Clip:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False)
-        return self.model.encode_image(normalise_images(images)).float()
+        return self.model.encode_image(normalise_images(images, self.mean, self.std)).float()
 
     def compile_encoder(self) -> None:
         """Use `torch.compile` for image encoding in steps that need no double backward."""
@@ -201,32 +214,50 @@ SCENES_CRITIC = "scenes-critic"
 OPENAI_CRITICS = ("RN50", "ViT-B/16")  # the first that is not the guide itself
 
 
-def resolve_critic(critic: str, guide_name: str) -> str:
+def resolve_critic(critic: str, guide: Clip | str) -> str:
     """The model that scores a bake's final images (see core.meta_loss.Critic); "" for the guide alone.
 
-    `auto`: `scenes-critic` for a shipped scenes guide, another OpenAI CLIP (RN50) for an OpenAI guide
-    when its weights are cached or reachable, otherwise none (with a notice). A bake scored by the guide
-    alone learns to fool the guide (measured; see the README), so `auto` is the default.
+    `auto`: `scenes-critic` for a shipped scenes guide, another OpenAI CLIP (RN50) for an OpenAI guide, a
+    model of the other family for an open_clip guide (`open_clip_critic_candidates`), when its weights are
+    cached or reachable. A weights file pairs like the named model it was recognised as (`Clip.known_as`,
+    so pass the loaded `Clip`). Otherwise none, with a one-line notice. A bake scored by the guide alone
+    learns to fool the guide (measured; see the README), so `auto` is the default.
     """
+    guide_name, known_as = (guide, "") if isinstance(guide, str) else (guide.name, guide.known_as)
     if critic in NO_CRITIC:
         return ""
     if critic != AUTO_NAME:
         if model_name(critic) == guide_name:  # a weights file by its file name, as the guide is named
             raise UserError(f"the critic must be another model than the guide ({guide_name})")
         return critic
-    if guide_name in SHIPPED:
-        return SCENES_CRITIC if guide_name != SCENES_CRITIC else SCENES_NAME
-    if guide_name in _clip_package().available_models():
-        name = next(name for name in OPENAI_CRITICS if name != guide_name)
-        if _openai_cache_file(name).exists() or _download_reachable(name):
+    if is_open_clip_name(guide_name):
+        return _first_available_critic(open_clip_critic_candidates(guide_name), guide_name)
+    known = guide_name if guide_name in SHIPPED or guide_name in OPENAI_ARCHS else known_as
+    if known in SHIPPED:
+        return SCENES_CRITIC if known != SCENES_CRITIC else SCENES_NAME
+    if known in OPENAI_ARCHS:
+        return _first_available_critic((next(name for name in OPENAI_CRITICS if name != known),), guide_name)
+    if guide_name != TINY_NAME:  # the random test model has no natural partner, and needs no notice
+        print(f"notice: {guide_name} is not a model --critic auto knows a partner for; baking with the guide "
+              f"alone (pass --critic MODEL to score with another model)", file=sys.stderr)
+    return ""
+
+
+def _first_available_critic(candidates: tuple[str, ...], guide_name: str) -> str:
+    """The first of `candidates` whose weights are cached or reachable; "" with a one-line notice if none."""
+    for name in candidates:
+        available = (open_clip_weights_available(name) if is_open_clip_name(name)
+                     else _openai_cache_file(name).exists() or _download_reachable(name))
+        if available:
             return name
-        print(f"notice: the critic {name} is not cached and cannot be downloaded; baking with the guide alone",
-              file=sys.stderr)
-    return ""  # tiny models and weight files: no natural second model
+    print(f"notice: no critic for {guide_name} is cached or can be downloaded ({' or '.join(candidates)}); "
+          f"baking with the guide alone", file=sys.stderr)
+    return ""
 
 
 def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto", compile: bool = False) -> Clip:
-    """Load a frozen CLIP by name (`auto`, `tiny`, shipped, OpenAI names) or from a local weights file.
+    """Load a frozen CLIP by name (`auto`, `tiny`, shipped, OpenAI names, `open_clip:ARCH/PRETRAINED`) or from a
+    local weights file.
 
     `compile=True` compiles image encoding for the inner steps that need no double backward.
     """
@@ -239,6 +270,8 @@ def load_clip(name: str = AUTO_NAME, device: str | torch.device = "auto", compil
 def model_name(name: str) -> str:
     """The name `load_clip(name)` gives its model, without loading it: a weights file by its file name
     (`auto` stays `auto`: what it stands for is only known once loaded)."""
+    if is_open_clip_name(name):
+        return open_clip_model_name(name)
     if name in (AUTO_NAME, TINY_NAME, *SHIPPED) or name in _clip_package().available_models():
         return name
     path = Path(name)
@@ -255,10 +288,24 @@ def _load(name: str, device: str | torch.device) -> Clip:
         return _wrap(load_scenes_clip(name, "cpu"), name, device)
     if name in _clip_package().available_models():
         return _wrap(_load_openai(name), name, device)
+    if is_open_clip_name(name):
+        return _wrap_open_clip(name, device)
     path = Path(name)
     if path.is_file():
         check_weights_file(path)
-        if _is_scenes_file(path):
-            return _wrap(load_scenes_clip(str(path), "cpu"), model_name(name), device)
-        return _wrap(_load_openai(str(path)), model_name(name), device)
-    raise UserError(f"unknown model '{name}': use a file path or one of {', '.join(available_model_names())}")
+        model = load_scenes_clip(str(path), "cpu") if _is_scenes_file(path) else _load_openai(str(path))
+        clip = _wrap(model, model_name(name), device)
+        # what the file holds, by its layers' shapes: a copied ViT-B-32.pt pairs a critic like ViT-B/32
+        clip.known_as = recognise_clip_arch(clip.model, {**OPENAI_ARCHS, **{shipped: ARCHS[shipped]
+                                                                            for shipped in SHIPPED}})
+        return clip
+    raise UserError(f"unknown model '{name}': use a file path, open_clip:ARCH/PRETRAINED or one of "
+                    f"{', '.join(available_model_names())}")
+
+
+def _wrap_open_clip(name: str, device: torch.device) -> Clip:
+    """An open_clip model with its own normalisation, image size and tokenizer (core.open_clip_models)."""
+    loaded = load_open_clip(name)
+    return Clip(model=_freeze(loaded.model, device), name=loaded.name, embed_dim=loaded.embed_dim,
+                image_size=loaded.image_size, device=device, mean=loaded.mean, std=loaded.std,
+                text_tokenizer=loaded.tokenizer)
