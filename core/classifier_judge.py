@@ -33,9 +33,12 @@ Two objects in a relation ("a red circle to the left of a blue square"): each ob
 own half. The other half is painted over with the image's median colour and the heads read what is left, so
 nothing outside the half can count; the judge learnt such half-images. score = the mean of P(colour) and
 P(colour_shape) of each object in its half. choose(colour/shape) needs both objects right in their halves.
-choose(relation) is True when the stated arrangement is more probable than the swapped one,
-P(red circle | left half) x P(blue square | right half) > P(red circle | right half) x P(blue square | left
-half) (colour_shape head), and neither half is judged empty (P(colour = none) < EMPTY_LIMIT).
+choose(relation) is True when the stated arrangement is more probable than the swapped one by what tells
+the objects apart, their colours: P(red | left half) x P(blue | right half) > P(red | right half) x P(blue |
+left half) (with one colour for both: the colour_shape head, 'red circle' and 'red square'), and neither
+half is judged empty (P(colour = none) < EMPTY_LIMIT). Shapes of generated images are often no shape at all;
+letting their noise into the relation would flip it by chance. Whether the shapes are right is
+choose(shape)'s question.
 """
 
 from __future__ import annotations
@@ -226,9 +229,11 @@ def _relation_holds(objects: list[tuple[PromptObject, dict]]) -> bool:
     (first, first_half), (second, second_half) = objects
     if any(probability(half, "colour", NONE) >= EMPTY_LIMIT for half in (first_half, second_half)):
         return False
+    # What tells the two objects apart: their colours, or (same colour) which colour goes with which shape.
+    telling = "colour" if first.colour != second.colour else "shape"
 
     def log_evidence(obj: PromptObject, half: dict) -> float:
-        return math.log(evidence(half, obj, "shape") + 1e-6)
+        return math.log(evidence(half, obj, telling) + 1e-6)
 
     stated = log_evidence(first, first_half) + log_evidence(second, second_half)
     swapped = log_evidence(first, second_half) + log_evidence(second, first_half)

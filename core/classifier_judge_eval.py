@@ -22,6 +22,7 @@ import torch
 
 from core import cli, other_scenes, scenes
 from core.classifier_judge import HEADS, NONE, ClassifierJudge, load_classifier_judge
+from core.errors import UserError
 from core.scene_prompts import ATTRIBUTES, PromptObject, ScenePrompt
 
 RENDERERS = ("second renderer", "core/scenes.py")
@@ -136,11 +137,13 @@ def blank_table(rows: dict[str, dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli._Formatter)
     parser.add_argument("--model", default="scenes-classifier", help="shipped name or file")
     parser.add_argument("--n", type=int, default=500, help="scenes per attribute and world")
     parser.add_argument("--seed", type=int, default=4242, help="seed of the fresh scenes (none used in training)")
     args = parser.parse_args()
+    if args.n < 1:
+        raise UserError("--n must be at least 1")
     torch.set_num_threads(1)
     judge = load_classifier_judge(args.model)
     rows = {f"{renderer}, {size} px": accuracy(judge, renderer, args.n, args.seed, size)

@@ -124,15 +124,24 @@ def calibrate(model: SceneClassifier, settings: TrainSettings, resolution: int) 
     return temperatures
 
 
+HELP = {
+    "steps": "training steps (one fresh batch each)", "batch_size": "examples per step", "seed": "training seed",
+    "calibration_seed": "seed of the examples the temperatures are fitted on",
+    "calibration_examples": "examples for fitting the temperatures", "threads": "CPU threads",
+    "log_every": "print the loss every this many steps", "lr": "peak learning rate (AdamW)",
+    "weight_decay": "AdamW weight decay",
+}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli._Formatter)
     defaults = TrainSettings()
     parser.add_argument("--out", type=Path, default=defaults.out, help="the model file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     for name in ("steps", "batch_size", "seed", "calibration_seed", "calibration_examples", "threads", "log_every"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=HELP[name])
     for name in ("lr", "weight_decay"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name), help=HELP[name])
     args = parser.parse_args()
     settings = TrainSettings(**vars(args))
     if settings.steps < 1 or settings.batch_size < 1 or settings.threads < 1 or settings.log_every < 1:
