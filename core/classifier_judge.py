@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from core.files import write_atomically
 from core.scene_prompts import PromptObject, ScenePrompt, attributes, parse_scene_prompt
 from core.scenes import COLOURS, POSITIONS, SHAPES
 
@@ -245,8 +246,6 @@ def _relation_holds(objects: list[tuple[PromptObject, dict]]) -> bool:
 
 def save_classifier_judge(judge: ClassifierJudge, arch: dict, path: str | Path, overwrite: bool = False) -> Path:
     """Write the judge to `path` atomically (weights in float16); an existing file only with `overwrite`."""
-    from core.store import write_atomically
-
     state = {name: tensor.detach().to("cpu", torch.float16 if tensor.is_floating_point() else tensor.dtype).clone()
              for name, tensor in judge.model.state_dict().items()}
     payload = {"format": FORMAT, "kind": "scenes-classifier", "arch": dict(arch),

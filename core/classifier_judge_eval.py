@@ -137,7 +137,7 @@ def blank_table(rows: dict[str, dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli._Formatter)
+    parser = cli.Parser(description=__doc__, formatter_class=cli.Formatter)
     parser.add_argument("--model", default="scenes-classifier", help="shipped name or file")
     parser.add_argument("--n", type=int, default=500, help="scenes per attribute and world")
     parser.add_argument("--seed", type=int, default=4242, help="seed of the fresh scenes (none used in training)")

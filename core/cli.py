@@ -36,7 +36,7 @@ _TYPES = {"int": int, "float": float, "text": str}
 CHOICES = {"meta": {name: doc for name, (_, doc) in META_OPTIMIZERS.items()}}
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults, keep the description's line breaks."""
 
 
@@ -114,7 +114,7 @@ def make_parser(description: str, recipe: bool = True, outputs: bool = True) -> 
     `recipe`: also the recipe options; `outputs`: also those of scripts that make images or paths
     (seed, out, store, truncate, wandb), which a benchmark has no use for.
     """
-    parser = Parser(description=description, formatter_class=_Formatter,
+    parser = Parser(description=description, formatter_class=Formatter,
                     epilog=toolkit_epilog() if recipe else None)
     add_flags(parser, RunOptions, None if outputs else ("model", "device", "quiet", "compile"))
     if recipe:

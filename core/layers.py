@@ -11,10 +11,11 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("leaves", "no project imports but other leaves: errors, file helpers, losses, plain data and algorithms",
      ("errors", "files", "slugs", "losses", "schedule", "prompts", "prompt_lists", "image_ops", "scenes",
       "pixel_checks", "evolve", "cma", "genetic", "elitist_es", "summary", "html_pages", "plots", "layers",
-      "prompt_splits")),
+      "prompt_splits", "other_scenes", "scene_prompts")),
     ("toolkit", "the registries of pluggable parts and their entries",
      ("registry", "transforms", "constraints", "postproc")),
-    ("models", "loading CLIP models", ("scenes_clip", "open_clip_models", "models")),
+    ("models", "loading models: the CLIPs, and the classifier judge", ("scenes_clip", "open_clip_models", "models", "classifier_judge",
+                                         "classifier_judge_data")),
     ("render", "the pixel renderer, and what a bake's settings and stage targets are made of",
      ("render", "anchors", "auto", "bake_settings")),
     ("bake", "meta-optimising a path's guides", ("meta_loss", "meta_optimisers", "bake")),
@@ -27,7 +28,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("jobs", "one job per script: normal, microwave, auto, bake, batch_bake, evaluate, bench",
      ("image_jobs", "bake_jobs", "evaluate_job", "bench")),
     ("command line", "argparse: options into typed jobs; the scenes models' own commands",
-     ("cli", "scenes_eval", "train_scenes_clip")),
+     ("cli", "scenes_eval", "train_scenes_clip", "train_classifier_judge", "classifier_judge_eval")),
 )
 
 # Imports allowed inside functions (elsewhere they hide a module's real dependencies): optional packages

@@ -134,7 +134,7 @@ HELP = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli._Formatter)
+    parser = cli.Parser(description=__doc__, formatter_class=cli.Formatter)
     defaults = TrainSettings()
     parser.add_argument("--out", type=Path, default=defaults.out, help="the model file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
