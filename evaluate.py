@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Does baking pay off? Render each prompt with normal, microwave (its baked path, baked first if
 missing) and auto_microwave (its own path left out) at equal step budget and size, for several seeds;
-score every image with a judge model that did not guide, and with pixel checks for scene prompts.
+score every image with one or more judges that did not guide (a CLIP, or the classifier judge
+scenes-classifier), ask each judge whether a scene prompt's colour, shape, position and relation are
+right (the stated caption against captions differing in that attribute), and check scene prompts' pixels.
 
-Writes the images, results.csv and an HTML page with the methods side by side; prints the summary.
+Writes the images, results.csv and an HTML page with the methods side by side; prints the summary (per
+judge: mean score, d = mean difference to normal over (prompt, seed) pairs +- standard error, prompts
+won, attribute accuracies, pixel checks).
 
-  python evaluate.py prompts/scenes.txt --model scenes --judge scenes-judge
+  python evaluate.py prompts/scenes.txt --model scenes --judge scenes-judge,scenes-classifier
 """
 from core import cli, evaluate_job
 from core.auto import AUTO_MODES
@@ -14,7 +18,10 @@ from core.auto import AUTO_MODES
 def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("prompts_file", help="one prompt per line, '#' comments")
-    parser.add_argument("--judge", default="scenes-judge", help="the scoring model (must differ from --model)")
+    parser.add_argument("--judge", default="scenes-judge",
+                        help="the scoring model, or several comma-separated (images rendered once, scored by each): "
+                             "a CLIP name or file, or scenes-classifier (scene prompts only); each must differ from "
+                             "--model and from the bake's critic")
     parser.add_argument("--seeds", type=cli.int_at_least(1), default=3, help="random starts per prompt and method")
     parser.add_argument("--methods", default="normal,microwave,auto", help="comma-separated methods")
     parser.add_argument("--k", type=cli.int_at_least(1), default=2, help="nearest paths blended by auto")

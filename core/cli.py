@@ -254,7 +254,8 @@ def bake_job(args: argparse.Namespace) -> BakeJob:
 def evaluate_job(args: argparse.Namespace) -> EvaluateJob:
     """evaluate.py's command line as a job."""
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
-    return EvaluateJob(args.prompts_file, judge=args.judge, seeds=args.seeds, methods=methods, k=args.k,
+    judges = [judge.strip() for judge in args.judge.split(",") if judge.strip()]
+    return EvaluateJob(args.prompts_file, judges=judges, seeds=args.seeds, methods=methods, k=args.k,
                        auto_mode=args.auto_mode, path_weight=args.path_weight, store_prompts=args.store_prompts,
                        batch_size=args.batch_size, report=args.report, run=run_options(args),
                        recipe=recipe_choice(args), bake=bake_settings(args))

@@ -5,9 +5,12 @@ Methods (same recipe, so the same total steps and size):
 - `microwave`: the prompt's own baked path (baked first if the store lacks it);
 - `auto`: the k nearest *other* baked paths blended with the prompt (its own path left out).
 
-Scores never come from the guide model alone: a **judge** model that did not guide (`--judge`) scores
-each image by its cosine similarity to the prompt, and prompts about drawn scenes are also checked
-with plain pixel statistics (`core.pixel_checks`: the named colour dominates / sits in the named half).
+Scores never come from the guide model alone: one or more **judges** that did not guide (`--judge`, see
+`core.judges`: a CLIP, by cosine similarity to the prompt, or the classifier judge) score each image, and
+for scene prompts say whether the image shows the stated colour, shape, position and relation rather than
+a variant differing in that attribute (`core.judges.attribute_choices`); prompts about drawn scenes are also
+checked with plain pixel statistics (`core.pixel_checks`: the named colour dominates / sits in the named half).
+The summary (`core.eval_summary`) compares each method with normal on the same random starts.
 """
 from __future__ import annotations
 
@@ -23,8 +26,10 @@ import torch
 
 from core.auto import auto_targets
 from core.errors import UserError
+from core.eval_summary import ATTRIBUTES, markdown, summarise, table_rows
 from core.files import write_atomically
 from core.images import save_png
+from core.judges import ClipJudge, Judge, attribute_choices
 from core.meta_loss import derive_seed, initial_guides
 from core.models import Clip
 from core.nearest import nearest_paths
@@ -34,7 +39,7 @@ from core.render import ProgressReporter, RenderSettings, random_pixels, replay,
 from core.report import write_comparison_page
 from core.scenes import COLOURS, POSITION_PHRASES, RELATIONS
 from core.slugs import slugify
-from core.store import find_path
+from core.store import find_path, list_paths
 
 METHODS = ("normal", "microwave", "auto")
 EVAL_SEED_BASE = 1_000_000  # evaluation starts never coincide with the seeds a bake uses
@@ -97,48 +102,32 @@ def pixel_check(prompt: str, image: torch.Tensor) -> bool | None:
 # --- scoring -----------------------------------------------------------------------------------------
 
 def judge_scores(judge: Clip, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-    """Cosine similarity x 100 of each image [N,3,H,W] to its prompt, by the judge model."""
-    with torch.no_grad():
-        image_embeddings = torch.nn.functional.normalize(judge.encode_images(images.to(judge.device)), dim=-1)
-        text_embeddings = judge.encode_text(prompts, truncate=True)
-    return (image_embeddings * text_embeddings).sum(dim=-1).cpu() * 100
+    """Cosine similarity x 100 of each image [N,3,H,W] to its prompt, by a CLIP judge."""
+    return ClipJudge(judge).score(images, prompts)
+
+
+def judge_images(judges: list[Judge], images: torch.Tensor, prompts: list[str]) -> list[dict[str, dict]]:
+    """Per image, each judge's verdict: {judge name: {"score": float, "colour": bool | None, ...}}."""
+    verdicts: list[dict[str, dict]] = [{} for _ in prompts]
+    for judge in judges:
+        scores = judge.score(images, prompts)
+        choices = attribute_choices(judge, images, prompts)
+        for index, verdict in enumerate(verdicts):
+            verdict[judge.name] = {"score": float(scores[index]),
+                                   **{attribute: choices[attribute][index] for attribute in ATTRIBUTES}}
+    return verdicts
 
 
 @dataclass
 class Evaluation:
-    """Every image's scores and the per-method summary."""
+    """Every image's scores and the per-judge, per-method summary (`core.eval_summary`)."""
 
-    rows: list[dict] = field(default_factory=list)  # prompt, seed, method, judge, pixel, file
+    rows: list[dict] = field(default_factory=list)  # prompt, seed, method, pixel, file, judges
     summary: list[dict] = field(default_factory=list)
 
     def summary_markdown(self) -> str:
-        """The summary as a markdown table (method, judge score, win rate over normal, pixel checks)."""
-        lines = ["| method | mean judge score | wins over normal (prompts) | pixel checks passed |",
-                 "|---|---|---|---|"]
-        for entry in self.summary:
-            wins = "—" if entry["win_rate"] is None else f"{entry['win_rate'] * 100:.0f} %"
-            pixel = "—" if entry["pixel_pass_rate"] is None else f"{entry['pixel_pass_rate'] * 100:.0f} %"
-            lines.append(f"| {entry['method']} | {entry['judge_mean']:.2f} | {wins} | {pixel} |")
-        return "\n".join(lines)
-
-
-def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
-    """Mean judge score per method, and the share of prompts where a method's mean beats normal's."""
-    by_prompt: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        by_prompt.setdefault((row["method"], row["prompt"]), []).append(row["judge"])
-    prompts = sorted({row["prompt"] for row in rows})
-    summary = []
-    for method in methods:
-        scores = [row["judge"] for row in rows if row["method"] == method]
-        checks = [row["pixel"] for row in rows if row["method"] == method and row["pixel"] is not None]
-        win_rate = None
-        if method != "normal" and ("normal", prompts[0]) in by_prompt:
-            wins = [sum(by_prompt[(method, p)]) > sum(by_prompt[("normal", p)]) for p in prompts]
-            win_rate = sum(wins) / len(wins)
-        summary.append({"method": method, "judge_mean": sum(scores) / len(scores), "win_rate": win_rate,
-                        "pixel_pass_rate": (sum(checks) / len(checks)) if checks else None})
-    return summary
+        """A markdown table per judge: mean score, d vs normal, prompts won, attribute accuracy, pixel checks."""
+        return markdown(self.summary)
 
 
 # --- rendering every method --------------------------------------------------------------------------
@@ -146,7 +135,7 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
 def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torch.Tensor, stages: int,
                    store: str, k: int = 2, path_weight: float | None = None,
                    auto_mode: str = "transfer") -> torch.Tensor:
-    """Stage targets [P, S, D] of a method for each prompt."""
+    """Stage targets [P, S, D] of a method for each prompt (auto: the prompt's own path left out)."""
     if method == "normal":
         return initial_guides(embeddings, stages)
     if method == "microwave":
@@ -158,11 +147,16 @@ def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torc
                                 f"uses {stages}; bake it again with --stages {stages} or evaluate with that many")
         return torch.stack([path.guides for path in paths]).to(clip.device)
     if method == "auto":
+        stored = list_paths(store) if auto_mode == "predict" else []
         targets = []
         for prompt, embedding in zip(prompts, embeddings):
-            nearest = nearest_paths(store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
-                                    embedding.cpu(), k, exclude_prompts=[prompt])
-            targets.append(auto_targets(clip, [path for path, _ in nearest], embedding, auto_mode, path_weight))
+            if auto_mode == "predict":  # learns from every other path of the evaluation's stage count
+                paths = [path for path in stored if path.prompt != prompt]
+            else:
+                nearest = nearest_paths(store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
+                                        embedding.cpu(), k, exclude_prompts=[prompt])
+                paths = [path for path, _ in nearest]
+            targets.append(auto_targets(clip, paths, embedding, auto_mode, path_weight, stages=stages))
         return torch.stack(targets)
     raise ValueError(f"unknown method {method!r}")
 
@@ -181,10 +175,11 @@ def render_batch(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettin
     return to_image(pixels.detach()).clamp(0, 1)
 
 
-def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettings, stages: int, store: str,
-             seed_count: int, methods: list[str], out_dir: Path, k: int = 2, path_weight: float | None = None,
-             quiet: bool = False, auto_mode: str = "transfer") -> Evaluation:
-    """Render prompts x `seed_count` starts with each method (a batch per method); score; save images, CSV, HTML."""
+def evaluate(clip: Clip, judges: list[Judge], prompts: list[str], settings: RenderSettings, stages: int,
+             store: str, seed_count: int, methods: list[str], out_dir: Path, k: int = 2,
+             path_weight: float | None = None, quiet: bool = False, auto_mode: str = "transfer") -> Evaluation:
+    """Render prompts x `seed_count` starts with each method (a batch per method), score them with every judge
+    (images rendered once); save images, CSV, HTML."""
     out_dir.mkdir(parents=True, exist_ok=True)
     embeddings = clip.encode_text(prompts, truncate=True)  # one batch
     evaluation = Evaluation()
@@ -192,39 +187,67 @@ def evaluate(clip: Clip, judge: Clip, prompts: list[str], settings: RenderSettin
     for method in methods:
         began = time.monotonic()
         targets = method_targets(method, clip, prompts, embeddings, stages, store, k, path_weight, auto_mode)
-        batch_targets = targets.repeat_interleave(seed_count, dim=0)
         batch = [(prompt, seed) for prompt in prompts for seed in range(seed_count)]
         batch_prompts = [prompt for prompt, _ in batch]
-        images = render_batch(clip, batch_targets, settings, [start_seed(prompt, seed) for prompt, seed in batch],
-                              view_seed=EVAL_SEED_BASE, label=None if quiet else f"{method} ({len(batch)} images)")
-        scores = judge_scores(judge, images, batch_prompts)
+        images = render_batch(clip, targets.repeat_interleave(seed_count, dim=0), settings,
+                              [start_seed(prompt, seed) for prompt, seed in batch], view_seed=EVAL_SEED_BASE,
+                              label=None if quiet else f"{method} ({len(batch)} images)")
+        verdicts = judge_images(judges, images, batch_prompts)
         for index, (prompt, seed) in enumerate(batch):
             file = save_png(images[index].cpu(), out_dir, f"{slugify(prompt)}-{method}-s{seed}",
                             {"prompt": prompt, "method": method, "seed": start_seed(prompt, seed), "model": clip.name},
                             upscale=2)
-            row = {"prompt": prompt, "seed": seed, "method": method,
-                   "judge": float(scores[index]), "pixel": pixel_check(prompt, images[index]), "file": file.name}
+            row = {"prompt": prompt, "seed": seed, "method": method, "pixel": pixel_check(prompt, images[index]),
+                   "file": file.name, "judges": verdicts[index]}
             evaluation.rows.append(row)
-            page = pages.setdefault((prompt, row["seed"]), {"prompt": prompt, "seed": row["seed"],
-                                                             "images": {}, "scores": {}})
+            page = pages.setdefault((prompt, seed), {"prompt": prompt, "seed": seed, "images": {}, "scores": {}})
             page["images"][method] = file.name
-            page["scores"][method] = {"judge": row["judge"],
-                                      **({"pixel check": float(row["pixel"])} if row["pixel"] is not None else {})}
+            page["scores"][method] = _page_scores(row)
         if not quiet:
             print(f"{method}: {len(batch_prompts)} images in {time.monotonic() - began:.1f} s")
-    evaluation.summary = summarise(evaluation.rows, methods)
-    _write_csv(out_dir / "results.csv", evaluation.rows)
-    write_comparison_page(out_dir, f"normal vs microwave vs auto_microwave ({clip.name}, judge {judge.name})",
-                          methods, list(pages.values()), evaluation.summary)
+    names = [judge.name for judge in judges]
+    evaluation.summary = summarise(evaluation.rows, methods, names)
+    _write_csv(out_dir / "results.csv", evaluation.rows, names)
+    title = f"normal vs microwave vs auto_microwave ({clip.name}, judged by {', '.join(names)})"
+    write_comparison_page(out_dir, title, methods, list(pages.values()), table_rows(evaluation.summary))
     return evaluation
 
 
-def _write_csv(file: Path, rows: list[dict]) -> None:
+def _page_scores(row: dict) -> dict:
+    """An image's scores as its cell on the page lists them: each judge's score, the attributes it got right
+    and wrong, the pixel check."""
+    scores: dict = {}
+    for name, verdict in row["judges"].items():
+        scores[name] = verdict["score"]
+        for label, wanted in (("right", True), ("wrong", False)):
+            named = [attribute for attribute in ATTRIBUTES if verdict[attribute] is wanted]
+            if named:
+                scores[f"{name} {label}"] = ", ".join(named)
+    if row["pixel"] is not None:
+        scores["pixel check"] = "passed" if row["pixel"] else "failed"
+    return scores
+
+
+def csv_columns(judges: list[str]) -> list[str]:
+    """results.csv's columns: the image, then per judge its score and its verdict on each attribute (1 right,
+    0 wrong, empty: not stated)."""
+    return ["prompt", "seed", "method", "pixel", "file"] + [
+        f"{judge} {what}" for judge in judges for what in ("score", *ATTRIBUTES)]
+
+
+def _write_csv(file: Path, rows: list[dict], judges: list[str]) -> None:
+    def cell(value):
+        return "" if value is None else int(value) if isinstance(value, bool) else value
+
+    flat = [{**{key: row[key] for key in ("prompt", "seed", "method", "pixel", "file")},
+             **{f"{judge} {what}": cell(verdict[what]) for judge, verdict in row["judges"].items()
+                for what in ("score", *ATTRIBUTES)}} for row in rows]
+
     def write(handle) -> None:
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=["prompt", "seed", "method", "judge", "pixel", "file"])
+        writer = csv.DictWriter(text, fieldnames=csv_columns(judges))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat)
         handle.write(text.getvalue().encode())
 
     write_atomically(file, write)

@@ -9,6 +9,7 @@ from core.errors import UserError
 from core.evaluate import METHODS, evaluate
 from core.files import unique_dir
 from core.jobs import BakeJob, EvaluateJob
+from core.judges import check_scene_prompts, load_judge
 from core.models import load_clip, model_name, resolve_critic
 from core.prompt_lists import read_prompts
 from core.render import RenderSettings
@@ -16,25 +17,29 @@ from core.store import find_path
 
 
 def evaluate_job(job: EvaluateJob) -> None:
-    """normal vs microwave vs auto_microwave at equal budget, scored by a judge that did not guide."""
+    """normal vs microwave vs auto_microwave at equal budget, scored by judges that did not guide."""
     unknown = [method for method in job.methods if method not in METHODS]
     if unknown or not job.methods:
         raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'} in --methods; "
                         f"choose from {', '.join(METHODS)}")
+    if not job.judges or len(set(job.judges)) != len(job.judges):
+        raise UserError(f"--judge needs one or more different judges, got {','.join(job.judges) or '(none)'}")
     prompts = read_prompts([job.prompts_file])
     if not prompts:
         raise UserError(f"no prompts in {job.prompts_file}")
+    check_scene_prompts(job.judges, prompts)
     clip = load_clip(job.run.model, job.run.device, job.run.compile)
-    judge = load_clip(job.judge, job.run.device)
-    if judge.name == clip.name:
-        raise UserError(f"the judge must be another model than the guide ({clip.name})")
+    judges = [load_judge(name, job.run.device) for name in job.judges]
     critic = resolve_critic(job.bake.critic, clip)
-    if critic and model_name(critic) == judge.name:  # compared by name: no need to load the critic twice
-        raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
+    for judge in judges:
+        if judge.name == clip.name:
+            raise UserError(f"the judge must be another model than the guide ({clip.name})")
+        if critic and model_name(critic) == judge.name:  # compared by name: no need to load the critic twice
+            raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
     recipe = job.recipe.resolve()
     bake_first(job, prompts)
     out_dir = unique_dir(job.run.out, "evaluation")
-    evaluation = evaluate(clip, judge, prompts, RenderSettings.from_recipe(recipe), recipe["stages"], job.run.store,
+    evaluation = evaluate(clip, judges, prompts, RenderSettings.from_recipe(recipe), recipe["stages"], job.run.store,
                           job.seeds, job.methods, out_dir, k=job.k, path_weight=job.path_weight,
                           quiet=job.run.quiet, auto_mode=job.auto_mode)
     print(evaluation.summary_markdown())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from core.auto import auto_targets
+from core.auto import auto_targets, predict_paths
 from core.errors import UserError
 from core.jobs import AutoJob, MicrowaveJob, NormalJob
 from core.models import load_clip
@@ -16,6 +16,7 @@ from core.output import make_output, render_and_save
 from core.paths import BakedPath, check_compatible, load_path
 from core.recipes import RecipeChoice, load_recipe
 from core.render import RenderSettings, blend
+from core.store import list_paths
 from core.targets import encode_target, target_label
 from core.tracking import Tracker
 
@@ -68,6 +69,23 @@ def auto_microwave_job(job: AutoJob) -> None:
     recipe = job.recipe.resolve()
     embedding = encode_target(clip, job.prompt, job.run.truncate, recipe.get("targets", ""))
     exclude = [job.prompt] if job.leave_out else []
+    if job.mode == "predict":
+        paths = predict_paths([path for path in list_paths(job.run.store) if path.prompt not in exclude], clip)
+        print(f"predicting the stage offsets from {len(paths)} baked paths of {paths[0].stages} stages")
+    else:
+        paths = [path for path, _ in _nearest(job, clip, embedding, exclude)]
+    stage_targets = auto_targets(clip, paths, embedding, job.mode, job.path_weight, job.run.seed)
+    recipe["stages"] = stage_targets.shape[0]
+    output = make_output(job.run, job.image, f"auto-{job.mode}", target_label(job.prompt), clip, recipe,
+                         {"paths": json.dumps([path.prompt for path in paths])})
+    with Tracker(job.run.wandb, "auto_microwave", output.metadata) as tracker:
+        file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), job.run.seed, output,
+                               job.run.quiet, tracker)
+    print(f"saved {file}")
+
+
+def _nearest(job: AutoJob, clip, embedding, exclude: list[str]) -> list:
+    """The job's `k` nearest baked paths with their distances, each checked and printed."""
     nearest = nearest_paths(job.run.store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
                             embedding.cpu(), job.k, exclude_prompts=exclude)
     for path, distance in nearest:
@@ -75,12 +93,4 @@ def auto_microwave_job(job: AutoJob) -> None:
             raise UserError(f"path '{path.prompt}' has embed dim {path.embed_dim}, model {clip.name} has "
                             f"{clip.embed_dim}")
         print(f"using '{path.prompt}' (distance {distance:.4f})")
-    stage_targets = auto_targets(clip, [path for path, _ in nearest], embedding, job.mode, job.path_weight,
-                                 job.run.seed)
-    recipe["stages"] = stage_targets.shape[0]
-    output = make_output(job.run, job.image, f"auto-{job.mode}", target_label(job.prompt), clip, recipe,
-                         {"paths": json.dumps([path.prompt for path, _ in nearest])})
-    with Tracker(job.run.wandb, "auto_microwave", output.metadata) as tracker:
-        file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), job.run.seed, output,
-                               job.run.quiet, tracker)
-    print(f"saved {file}")
+    return nearest

@@ -109,10 +109,11 @@ class BakeJob:
 @dataclass
 class EvaluateJob:
     """evaluate.py: every prompt of `prompts_file` rendered by each of `methods` at equal budget, scored by
-    `judge`; prompts missing from the store (and those of `store_prompts`) are baked first with `bake`."""
+    each of `judges` (CLIPs or the classifier judge, `core.judges`); prompts missing from the store (and those
+    of `store_prompts`) are baked first with `bake`."""
 
     prompts_file: str
-    judge: str = "scenes-judge"
+    judges: list[str] = field(default_factory=lambda: ["scenes-judge"])
     seeds: int = 3  # random starts per prompt and method
     methods: list[str] = field(default_factory=lambda: ["normal", "microwave", "auto"])
     k: int = 2

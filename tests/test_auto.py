@@ -42,3 +42,94 @@ def test_mean_mixes_paths_with_the_prompt_and_unknown_modes_fail(tiny_clip):
     with pytest.raises(UserError, match="unknown mode"):
         auto_targets(tiny_clip, [_path("one", guides, None)], new, "nope")
 
+
+
+# --- predict: a ridge regression from the prompt embedding to the stage offsets ------------------------------
+
+def test_ridge_recovers_a_known_linear_map_and_its_leave_one_out_error_is_exact():
+    from core.ridge import fit_ridge
+
+    generator = torch.Generator().manual_seed(4)
+    inputs, weights, bias = torch.randn(60, 8, generator=generator), torch.randn(8, 5, generator=generator), \
+        torch.randn(5, generator=generator)
+    fit = fit_ridge(inputs, inputs @ weights + bias + 0.01 * torch.randn(60, 5, generator=generator))
+    new = torch.randn(10, 8, generator=generator)
+    assert torch.allclose(fit.predict(new), new @ weights + bias, atol=0.05)
+    assert fit.penalty == min(fit.loo_errors, key=fit.loo_errors.get)
+    # the closed-form leave-one-out error equals refitting without each example in turn
+    inputs, targets = torch.randn(12, 20, generator=generator), torch.randn(12, 3, generator=generator)
+    error = fit_ridge(inputs, targets, (0.7,)).loo_errors[0.7]
+    refits = [fit_ridge(inputs[[j for j in range(12) if j != i]], targets[[j for j in range(12) if j != i]], (0.7,))
+              for i in range(12)]
+    by_refits = sum(float(((refit.predict(inputs[i]) - targets[i]) ** 2).sum()) for i, refit in enumerate(refits)) / 12
+    assert error == pytest.approx(by_refits, rel=1e-6)
+    # noise alone: the largest penalty, predicting the mean
+    noise = fit_ridge(inputs, targets)
+    assert noise.penalty == max(noise.loo_errors)
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_ridge(inputs[:1], targets[:1])
+
+
+def _linear_paths(count: int, stages: int = 3, seed: int = 5, model: str = "tiny"):
+    """Paths whose offsets are a linear function of their prompt embeddings (which lie in a 6-dim subspace),
+    and that function."""
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(512, 6, generator=generator)).Q.T  # [6, 512], orthonormal rows
+    mixing = torch.randn(stages, 6, 6, generator=generator) * 0.05
+
+    def offsets_of(embedding):
+        return torch.einsum("sij,j->si", mixing, basis @ embedding) @ basis  # [S, 512]
+
+    embeddings = F.normalize(torch.randn(count, 6, generator=generator) @ basis, dim=-1)
+    paths = [BakedPath(f"prompt {index}", embedding + offsets_of(embedding), embedding, model, 512)
+             for index, embedding in enumerate(embeddings)]
+    return paths, basis, offsets_of
+
+
+def test_predict_learns_the_offsets_from_the_paths(tiny_clip):
+    paths, basis, offsets_of = _linear_paths(40)
+    new = F.normalize(torch.randn(6, generator=torch.Generator().manual_seed(9)) @ basis, dim=-1)
+    targets = auto_targets(tiny_clip, paths, new, "predict")
+    assert targets.shape == (3, 512) and torch.allclose(targets.norm(dim=-1), torch.ones(3), atol=1e-5)
+    # the paths' offsets are what normalising (prompt + linear map) leaves: close to, not exactly, linear
+    wanted = F.normalize(new + F.normalize(new + offsets_of(new), dim=-1) - new, dim=-1)
+    assert torch.allclose(targets, wanted, atol=0.01)
+    mean_offset = torch.stack([F.normalize(path.guides, dim=-1) - path.prompt_embedding for path in paths]).mean(0)
+    assert (targets - wanted).norm() < 0.2 * (F.normalize(new + mean_offset, dim=-1) - wanted).norm()
+    half = auto_targets(tiny_clip, paths, new, "predict", path_weight=0.5)
+    assert (half - F.normalize(new, dim=-1).expand(3, -1)).norm() < (targets - F.normalize(new, dim=-1)).norm()
+
+
+def test_predict_needs_two_paths_of_the_model_and_stage_count(tiny_clip):
+    from core.auto import predict_paths
+
+    paths, _, _ = _linear_paths(3)
+    others, _, _ = _linear_paths(3, model="scenes")
+    longer, _, _ = _linear_paths(4, stages=5)
+    # the most common stage count among the model's paths; another model's paths never count
+    assert predict_paths(paths[:2] + others + longer, tiny_clip) == longer
+    assert predict_paths(paths[:2] + longer, tiny_clip, stages=3) == paths[:2]
+    for few in ([paths[0]], paths[:1] + others, []):
+        with pytest.raises(UserError, match="needs at least 2 baked paths of tiny") as caught:
+            auto_targets(tiny_clip, few, paths[0].prompt_embedding, "predict")
+        assert "\n" not in str(caught.value)
+
+
+def test_evaluate_predict_leaves_the_prompt_out(tmp_path, tiny_clip):
+    """evaluate's auto learns from every other path: the prompt's own, however odd, changes nothing."""
+    from core.evaluate import method_targets
+    from core.store import save_path
+
+    paths, _, _ = _linear_paths(8)
+    for path in paths:
+        save_path(tmp_path, path)
+    prompt = "a prompt of its own"
+    embedding = tiny_clip.encode_text([prompt])
+    expected = auto_targets(tiny_clip, paths, embedding[0], "predict")
+    assert torch.allclose(method_targets("auto", tiny_clip, [prompt], embedding, 3, str(tmp_path),
+                                         auto_mode="predict")[0], expected, atol=1e-6)
+    save_path(tmp_path, BakedPath(prompt, -embedding[0].repeat(3, 1), embedding[0], "tiny", 512))
+    assert torch.allclose(method_targets("auto", tiny_clip, [prompt], embedding, 3, str(tmp_path),
+                                         auto_mode="predict")[0], expected, atol=1e-6)
+    with pytest.raises(UserError, match="with 2 stages"):  # the evaluation's stage count, not the store's
+        method_targets("auto", tiny_clip, [prompt], embedding, 2, str(tmp_path), auto_mode="predict")

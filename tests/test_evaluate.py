@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import run_script
-from core.evaluate import pixel_check, prompt_facts, summarise
+from core.eval_summary import summarise
+from core.evaluate import pixel_check, prompt_facts
 from core.scenes import Scene, place_object, render_scene
 
 
@@ -42,10 +43,10 @@ def test_pixel_check_on_drawn_scenes():
 
 
 def test_summary_win_rate_counts_prompts():
-    rows = [{"prompt": p, "seed": s, "method": m, "judge": j, "pixel": None}
+    rows = [{"prompt": p, "seed": s, "method": m, "judges": {"j": {"score": j}}, "pixel": None}
             for p, s, m, j in [("a", 0, "normal", 1.0), ("a", 0, "microwave", 2.0),
                                ("b", 0, "normal", 3.0), ("b", 0, "microwave", 2.5)]]
-    summary = {entry["method"]: entry for entry in summarise(rows, ["normal", "microwave"])}
+    summary = {entry["method"]: entry for entry in summarise(rows, ["normal", "microwave"], ["j"])}
     assert summary["normal"]["judge_mean"] == 2.0 and summary["normal"]["win_rate"] is None
     assert summary["microwave"]["win_rate"] == 0.5 and summary["microwave"]["judge_mean"] == 2.25
 
@@ -61,7 +62,7 @@ def test_evaluate_script_end_to_end(tmp_path):
     assert "| microwave |" in result.stdout and "| auto |" in result.stdout
     out = tmp_path / "outputs" / "evaluation"
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 2 * 2 * 3
+    assert len(rows) == 2 * 2 * 3 and {"scenes-judge score", "scenes-judge position"} <= set(rows[0])
     assert {row["method"] for row in rows} == {"normal", "microwave", "auto"}
     assert all((out / row["file"]).is_file() for row in rows)
     assert (out / "index.html").is_file()
@@ -150,9 +151,9 @@ def test_evaluate_job_checks_its_methods_and_models_before_work(tmp_path):
         with pytest.raises(UserError, match=message):
             evaluate_job(EvaluateJob(str(prompts), methods=methods, run=run))
     with pytest.raises(UserError, match="judge must be another model than the guide"):
-        evaluate_job(EvaluateJob(str(prompts), judge="tiny", run=run))
+        evaluate_job(EvaluateJob(str(prompts), judges=["tiny"], run=run))
     scenes = RunOptions(**{**run.__dict__, "model": "scenes"})
     with pytest.raises(UserError, match="must not also be the bake's critic"):
-        evaluate_job(EvaluateJob(str(prompts), judge="scenes-judge", run=scenes,
+        evaluate_job(EvaluateJob(str(prompts), judges=["scenes-judge"], run=scenes,
                                  bake=BakeSettings(critic="scenes-judge")))
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
