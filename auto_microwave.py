@@ -2,7 +2,9 @@
 """Make an image for a prompt never baked, from the k nearest baked paths in the store.
 
 Default (--mode transfer): each stage aims at the new prompt plus the mean offset of the k paths from
-their own prompts (what baking changed in them), scaled by --path-weight.
+their own prompts (what baking changed in them), scaled by --path-weight. --mode predict learns those
+offsets instead: a ridge regression from prompt embedding to offsets, fitted on every path of the model in
+the store, predicts the new prompt's.
 
   python auto_microwave.py "a red square" --k 2
 """
@@ -13,7 +15,7 @@ from core.auto import AUTO_MODES
 def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("prompt", help="the new prompt")
-    parser.add_argument("--k", type=cli.int_at_least(1), default=2, help="how many nearest paths to blend")
+    parser.add_argument("--k", type=cli.int_at_least(1), default=2, help="how many nearest paths to blend (not used by predict)")
     parser.add_argument("--mode", choices=list(AUTO_MODES), default="transfer",
                         help="; ".join(f"{name}: {doc}" for name, (doc, _) in AUTO_MODES.items()))
     parser.add_argument("--path-weight", type=float, default=None,

@@ -133,3 +133,21 @@ def test_evaluate_predict_leaves_the_prompt_out(tmp_path, tiny_clip):
                                          auto_mode="predict")[0], expected, atol=1e-6)
     with pytest.raises(UserError, match="with 2 stages"):  # the evaluation's stage count, not the store's
         method_targets("auto", tiny_clip, [prompt], embedding, 2, str(tmp_path), auto_mode="predict")
+
+
+def test_auto_microwave_predict_learns_from_the_store_and_leaves_the_prompt_out(tmp_path, capsys):
+    from core.image_jobs import auto_microwave_job
+    from core.jobs import AutoJob, ImageOptions, RunOptions
+    from core.recipes import RecipeChoice
+    from core.store import save_path
+
+    paths, _, _ = _linear_paths(4)
+    for path in paths:
+        save_path(tmp_path / "store", path)
+    run = RunOptions(model="tiny", device="cpu", out=str(tmp_path / "out"), store=str(tmp_path / "store"), quiet=True)
+    recipe = RecipeChoice("quick", {"size": 16, "steps_per_stage": 1, "cutn": 1})
+    for leave_out, used in ((True, 3), (False, 4)):
+        auto_microwave_job(AutoJob(paths[0].prompt, mode="predict", leave_out=leave_out, run=run, recipe=recipe,
+                                   image=ImageOptions(upscale=1)))
+        assert f"predicting the stage offsets from {used} baked paths of 3 stages" in capsys.readouterr().out
+    assert len(list((tmp_path / "out").glob("auto-predict-*.png"))) == 2
