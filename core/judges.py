@@ -29,7 +29,6 @@ class ClipJudge:
     """A CLIP as a judge."""
 
     clip: Clip
-    scene_prompts_only = False
 
     @property
     def name(self) -> str:
@@ -66,7 +65,6 @@ class ClassifierJudgeAdapter:
     """The classifier judge as a judge: score x 100 (a probability in percent), its own choose."""
 
     classifier: ClassifierJudge
-    scene_prompts_only = True
 
     @property
     def name(self) -> str:
