@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-# Penalties tried, relative to the mean eigenvalue of the centred kernel (trace / N): from nearly
-# interpolating the examples to nearly predicting their mean.
-DEFAULT_RELATIVE_PENALTIES = tuple(10.0 ** power for power in range(-3, 5))
+# Penalties tried, relative to the mean eigenvalue of the centred kernel (trace / N), half a decade apart:
+# from nearly interpolating the examples to nearly predicting their mean.
+DEFAULT_RELATIVE_PENALTIES = tuple(10.0 ** (half / 2) for half in range(-6, 9))
 
 
 @dataclass
