@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Make an image for a prompt never baked, from the k nearest baked paths in the store.
+"""Make an image for a prompt never baked, from the paths baked for other prompts in the store.
 
-Default (--mode transfer): each stage aims at the new prompt plus the mean offset of the k paths from
-their own prompts (what baking changed in them), scaled by --path-weight. --mode predict learns those
-offsets instead: a ridge regression from prompt embedding to offsets, fitted on every path of the model in
-the store, predicts the new prompt's.
+Default (--mode predict): each stage aims at the new prompt plus the offsets (what baking changed in a
+path: each stage minus its prompt's embedding) that a ridge regression, fitted on every path of the model
+in the store, predicts from the new prompt's embedding, scaled by --path-weight. --mode transfer adds the
+mean offset of the k nearest paths instead (the default when the store has fewer than 2 paths to learn from).
 
-  python auto_microwave.py "a red square" --k 2
+  python auto_microwave.py "a red square"
+  python auto_microwave.py "a red square" --mode transfer --k 2
 """
 from core import cli, image_jobs
 from core.auto import AUTO_MODES
@@ -16,8 +17,9 @@ def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("prompt", help="the new prompt")
     parser.add_argument("--k", type=cli.int_at_least(1), default=2, help="how many nearest paths to blend (not used by predict)")
-    parser.add_argument("--mode", choices=list(AUTO_MODES), default="transfer",
-                        help="; ".join(f"{name}: {doc}" for name, (doc, _) in AUTO_MODES.items()))
+    parser.add_argument("--mode", choices=list(AUTO_MODES), default=cli.NOT_GIVEN,
+                        help="; ".join(f"{name}: {doc}" for name, (doc, _) in AUTO_MODES.items())
+                        + " (default: predict, or transfer when the store has fewer than 2 paths to learn from)")
     parser.add_argument("--path-weight", type=float, default=None,
                         help="weight of the paths (default: " + ", ".join(
                             f"{weight:g} for {name}" for name, (_, weight) in AUTO_MODES.items()) + ")")

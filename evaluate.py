@@ -25,8 +25,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=cli.int_at_least(1), default=3, help="random starts per prompt and method")
     parser.add_argument("--methods", default="normal,microwave,auto", help="comma-separated methods")
     parser.add_argument("--k", type=cli.int_at_least(1), default=2, help="nearest paths blended by auto")
-    parser.add_argument("--auto-mode", choices=list(AUTO_MODES), default="transfer",
-                        help="how auto turns the nearest paths into stage targets (see auto_microwave.py)")
+    parser.add_argument("--auto-mode", choices=list(AUTO_MODES), default=cli.NOT_GIVEN,
+                        help="how auto makes its stage targets (see auto_microwave.py; default: predict, or transfer "
+                             "when the store has fewer than 2 other paths of the model to learn from)")
     parser.add_argument("--path-weight", type=float, default=None, help="weight of the paths in auto "
                                                                        "(default: the mode's, see auto_microwave.py)")
     parser.add_argument("--batch-size", type=cli.batch_size_arg, default=8,

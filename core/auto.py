@@ -20,18 +20,22 @@ AUTO_MODES = {
     "splice": ("each stage from one path at random, mixed with the new prompt", 0.3),
     "predict": ("the offsets predicted from the new prompt's embedding by a ridge regression fitted on every "
                 "baked path of the model in the store (--k unused; penalty by leave-one-out), added to the new "
-                "prompt", 1.0),
+                "prompt", 2.0),
 }
+# The mode when none is chosen (measured best on the tuning prompts, see the README), and the one used
+# instead when the store has too few paths to learn from.
+DEFAULT_MODE, FALLBACK_MODE = "predict", "transfer"
 
 
 def auto_targets(clip: Clip, paths: list, embedding: torch.Tensor, mode: str = "transfer",
                  path_weight: float | None = None, seed: int = 0, stages: int | None = None) -> torch.Tensor:
     """Stage targets [S, D] for a prompt embedding [D] from baked paths (core.paths.BakedPath) of other prompts.
 
-    `transfer` (default; measured best, see the README): unit(prompt + w * mean_k(path_k - prompt_k)).
+    `transfer`: unit(prompt + w * mean_k(path_k - prompt_k)).
     `mean` / `splice`: (1 - w) * prompt + w * mix of the paths. `w` = `path_weight` or the mode's default.
-    `predict`: unit(prompt + w * offsets predicted for the prompt by `fit_offsets` on `paths`, the store's
-    paths but the prompt's own); `stages`: the stage count of the paths it learns from (None: the most common).
+    `predict` (the scripts' default, `choose_mode`; measured best, see the README): unit(prompt + w * offsets
+    predicted for the prompt by `fit_offsets` on `paths`, the store's paths but the prompt's own); `stages`: the
+    stage count of the paths it learns from (None: the most common).
     """
     if mode not in AUTO_MODES:
         raise UserError(f"unknown mode '{mode}' (use {', '.join(AUTO_MODES)})")
@@ -60,18 +64,38 @@ def path_offsets(clip: Clip, paths: list, stages: int) -> tuple[torch.Tensor, to
     return own, guides - own[:, None, :]
 
 
-def predict_paths(paths: list, clip: Clip, stages: int | None = None) -> list:
-    """The paths `predict` learns from: baked with `clip`'s model, of its embedding size, and of `stages`
-    stages (None: the most common count among them, the larger on a tie). Fewer than 2: a UserError."""
+def learnable_paths(paths: list, clip: Clip, stages: int | None = None) -> tuple[list, int | None]:
+    """The paths `predict` can learn from, and their stage count: baked with `clip`'s model, of its embedding
+    size, and of `stages` stages (None: the most common count among them, the larger on a tie)."""
     usable = [path for path in paths if path.model_name == clip.name and path.embed_dim == clip.embed_dim]
     if stages is None and usable:
         counts = Counter(path.stages for path in usable)
         stages = max(counts, key=lambda count: (counts[count], count))
-    chosen = [path for path in usable if path.stages == stages]
+    return [path for path in usable if path.stages == stages], stages
+
+
+def predict_paths(paths: list, clip: Clip, stages: int | None = None) -> list:
+    """`learnable_paths`; fewer than 2 is a UserError."""
+    chosen, stages = learnable_paths(paths, clip, stages)
     if len(chosen) < 2:
         raise UserError(f"--mode predict needs at least 2 baked paths of {clip.name} with {stages or 'any'} stages "
                         f"to learn from; the store has {len(chosen)} (bake more, or use --mode transfer)")
     return chosen
+
+
+def choose_mode(mode: str | None, paths: list, clip: Clip, stages: int | None = None,
+                left_out: list[str] = ()) -> tuple[str, str | None]:
+    """`mode`, or when None the default: `predict` when at least 2 `paths` are learnable (with each prompt of
+    `left_out` left out in turn), else `transfer`, with a notice saying why (None when there is nothing to say)."""
+    if mode is not None:
+        return mode, None
+    counts = [len(learnable_paths([path for path in paths if path.prompt != prompt], clip, stages)[0])
+              for prompt in left_out] or [len(learnable_paths(paths, clip, stages)[0])]
+    if min(counts) >= 2:
+        return DEFAULT_MODE, None
+    return FALLBACK_MODE, (f"notice: auto predicts the stage offsets from at least 2 baked paths of {clip.name}; "
+                           f"the store has {min(counts)}, so it transfers those of the nearest instead "
+                           f"(--mode {FALLBACK_MODE})")
 
 
 def fit_offsets(clip: Clip, paths: list) -> RidgeFit:

@@ -29,6 +29,9 @@ from core.sizing import AUTO
 from core.transforms import TRANSFORMS
 
 EXIT_USAGE = 2
+# The default of a flag whose absence means "choose for me": left out of the parsed options (read them with
+# getattr(args, name, None)), and no "(default: None)" in --help.
+NOT_GIVEN = argparse.SUPPRESS
 
 _TYPES = {"int": int, "float": float, "text": str}
 
@@ -237,7 +240,7 @@ def microwave_job(args: argparse.Namespace) -> MicrowaveJob:
 
 def auto_job(args: argparse.Namespace) -> AutoJob:
     """auto_microwave.py's command line as a job."""
-    return AutoJob(args.prompt, k=args.k, mode=args.mode, path_weight=args.path_weight, leave_out=args.leave_out,
+    return AutoJob(args.prompt, k=args.k, mode=getattr(args, "mode", None), path_weight=args.path_weight, leave_out=args.leave_out,
                    run=run_options(args), recipe=recipe_choice(args), image=image_options(args))
 
 
@@ -256,7 +259,7 @@ def evaluate_job(args: argparse.Namespace) -> EvaluateJob:
     methods = [method.strip() for method in args.methods.split(",") if method.strip()]
     judges = [judge.strip() for judge in args.judge.split(",") if judge.strip()]
     return EvaluateJob(args.prompts_file, judges=judges, seeds=args.seeds, methods=methods, k=args.k,
-                       auto_mode=args.auto_mode, path_weight=args.path_weight, store_prompts=args.store_prompts,
+                       auto_mode=getattr(args, "auto_mode", None), path_weight=args.path_weight, store_prompts=args.store_prompts,
                        batch_size=args.batch_size, report=args.report, run=run_options(args),
                        recipe=recipe_choice(args), bake=bake_settings(args))
 

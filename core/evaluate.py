@@ -208,7 +208,8 @@ def evaluate(clip: Clip, judges: list[Judge], prompts: list[str], settings: Rend
     names = [judge.name for judge in judges]
     evaluation.summary = summarise(evaluation.rows, methods, names)
     _write_csv(out_dir / "results.csv", evaluation.rows, names)
-    title = f"normal vs microwave vs auto_microwave ({clip.name}, judged by {', '.join(names)})"
+    title = (f"normal vs microwave vs auto_microwave ({clip.name}, judged by {', '.join(names)}"
+             + (f"; auto: {auto_mode})" if "auto" in methods else ")"))
     write_comparison_page(out_dir, title, methods, list(pages.values()), table_rows(evaluation.summary))
     return evaluation
 

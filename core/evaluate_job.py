@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.auto import choose_mode
 from core.baker import bake_many
 from core.errors import UserError
 from core.evaluate import METHODS, evaluate
@@ -13,7 +14,7 @@ from core.judges import check_scene_prompts, load_judge
 from core.models import load_clip, model_name, resolve_critic
 from core.prompt_lists import read_prompts
 from core.render import RenderSettings
-from core.store import find_path
+from core.store import find_path, list_paths
 
 
 def evaluate_job(job: EvaluateJob) -> None:
@@ -38,10 +39,15 @@ def evaluate_job(job: EvaluateJob) -> None:
             raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
     recipe = job.recipe.resolve()
     bake_first(job, prompts)
+    auto_mode, notice = job.auto_mode, None
+    if "auto" in job.methods:
+        auto_mode, notice = choose_mode(job.auto_mode, list_paths(job.run.store), clip, recipe["stages"], prompts)
+    if notice:
+        print(notice)
     out_dir = unique_dir(job.run.out, "evaluation")
     evaluation = evaluate(clip, judges, prompts, RenderSettings.from_recipe(recipe), recipe["stages"], job.run.store,
                           job.seeds, job.methods, out_dir, k=job.k, path_weight=job.path_weight,
-                          quiet=job.run.quiet, auto_mode=job.auto_mode)
+                          quiet=job.run.quiet, auto_mode=auto_mode)
     print(evaluation.summary_markdown())
     print(f"images, results.csv and index.html in {out_dir}")
 

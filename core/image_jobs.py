@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from core.auto import auto_targets, predict_paths
+from core.auto import auto_targets, choose_mode, predict_paths
 from core.errors import UserError
 from core.jobs import AutoJob, MicrowaveJob, NormalJob
 from core.models import load_clip
@@ -69,14 +69,18 @@ def auto_microwave_job(job: AutoJob) -> None:
     recipe = job.recipe.resolve()
     embedding = encode_target(clip, job.prompt, job.run.truncate, recipe.get("targets", ""))
     exclude = [job.prompt] if job.leave_out else []
-    if job.mode == "predict":
-        paths = predict_paths([path for path in list_paths(job.run.store) if path.prompt not in exclude], clip)
+    stored = [path for path in list_paths(job.run.store) if path.prompt not in exclude]
+    mode, notice = choose_mode(job.mode, stored, clip)
+    if notice:
+        print(notice)
+    if mode == "predict":
+        paths = predict_paths(stored, clip)
         print(f"predicting the stage offsets from {len(paths)} baked paths of {paths[0].stages} stages")
     else:
         paths = [path for path, _ in _nearest(job, clip, embedding, exclude)]
-    stage_targets = auto_targets(clip, paths, embedding, job.mode, job.path_weight, job.run.seed)
+    stage_targets = auto_targets(clip, paths, embedding, mode, job.path_weight, job.run.seed)
     recipe["stages"] = stage_targets.shape[0]
-    output = make_output(job.run, job.image, f"auto-{job.mode}", target_label(job.prompt), clip, recipe,
+    output = make_output(job.run, job.image, f"auto-{mode}", target_label(job.prompt), clip, recipe,
                          {"paths": json.dumps([path.prompt for path in paths])})
     with Tracker(job.run.wandb, "auto_microwave", output.metadata) as tracker:
         file = render_and_save(clip, stage_targets, RenderSettings.from_recipe(recipe), job.run.seed, output,

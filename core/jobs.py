@@ -75,7 +75,7 @@ class AutoJob:
 
     prompt: str
     k: int = 2
-    mode: str = "transfer"
+    mode: str | None = None  # None: predict, or transfer when the store has too few paths (`core.auto.choose_mode`)
     path_weight: float | None = None  # None: the mode's default
     leave_out: bool = False  # ignore a path baked for this very prompt
     run: RunOptions = field(default_factory=RunOptions)
@@ -117,7 +117,7 @@ class EvaluateJob:
     seeds: int = 3  # random starts per prompt and method
     methods: list[str] = field(default_factory=lambda: ["normal", "microwave", "auto"])
     k: int = 2
-    auto_mode: str = "transfer"
+    auto_mode: str | None = None  # None: as auto_microwave's default (`core.auto.choose_mode`)
     path_weight: float | None = None
     store_prompts: str | None = None
     batch_size: int | str = 8  # of the bake first

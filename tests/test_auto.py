@@ -89,15 +89,15 @@ def _linear_paths(count: int, stages: int = 3, seed: int = 5, model: str = "tiny
 def test_predict_learns_the_offsets_from_the_paths(tiny_clip):
     paths, basis, offsets_of = _linear_paths(40)
     new = F.normalize(torch.randn(6, generator=torch.Generator().manual_seed(9)) @ basis, dim=-1)
-    targets = auto_targets(tiny_clip, paths, new, "predict")
+    targets = auto_targets(tiny_clip, paths, new, "predict", path_weight=1.0)
     assert targets.shape == (3, 512) and torch.allclose(targets.norm(dim=-1), torch.ones(3), atol=1e-5)
     # the paths' offsets are what normalising (prompt + linear map) leaves: close to, not exactly, linear
     wanted = F.normalize(new + F.normalize(new + offsets_of(new), dim=-1) - new, dim=-1)
     assert torch.allclose(targets, wanted, atol=0.01)
     mean_offset = torch.stack([F.normalize(path.guides, dim=-1) - path.prompt_embedding for path in paths]).mean(0)
     assert (targets - wanted).norm() < 0.2 * (F.normalize(new + mean_offset, dim=-1) - wanted).norm()
-    half = auto_targets(tiny_clip, paths, new, "predict", path_weight=0.5)
-    assert (half - F.normalize(new, dim=-1).expand(3, -1)).norm() < (targets - F.normalize(new, dim=-1)).norm()
+    half, double = (auto_targets(tiny_clip, paths, new, "predict", path_weight=weight) for weight in (0.5, None))
+    assert (half - new).norm() < (targets - new).norm() < (double - new).norm()  # the default weight is 2
 
 
 def test_predict_needs_two_paths_of_the_model_and_stage_count(tiny_clip):
@@ -142,12 +142,33 @@ def test_auto_microwave_predict_learns_from_the_store_and_leaves_the_prompt_out(
     from core.store import save_path
 
     paths, _, _ = _linear_paths(4)
-    for path in paths:
-        save_path(tmp_path / "store", path)
+    files = [save_path(tmp_path / "store", path) for path in paths]
     run = RunOptions(model="tiny", device="cpu", out=str(tmp_path / "out"), store=str(tmp_path / "store"), quiet=True)
     recipe = RecipeChoice("quick", {"size": 16, "steps_per_stage": 1, "cutn": 1})
     for leave_out, used in ((True, 3), (False, 4)):
         auto_microwave_job(AutoJob(paths[0].prompt, mode="predict", leave_out=leave_out, run=run, recipe=recipe,
                                    image=ImageOptions(upscale=1)))
         assert f"predicting the stage offsets from {used} baked paths of 3 stages" in capsys.readouterr().out
-    assert len(list((tmp_path / "out").glob("auto-predict-*.png"))) == 2
+    # no mode chosen: predict where the store has 2 paths to learn from, transfer (with a notice) where not
+    auto_microwave_job(AutoJob(paths[0].prompt, run=run, recipe=recipe, image=ImageOptions(upscale=1)))
+    assert "predicting the stage offsets from 4" in capsys.readouterr().out
+    assert len(list((tmp_path / "out").glob("auto-predict-*.png"))) == 3
+    for file in files[2:]:
+        file.unlink()
+    auto_microwave_job(AutoJob(paths[0].prompt, leave_out=True, run=run, recipe=recipe, image=ImageOptions(upscale=1)))
+    printed = capsys.readouterr().out
+    assert "the store has 1, so it transfers those of the nearest instead" in printed and "using 'prompt 1'" in printed
+    assert len(list((tmp_path / "out").glob("auto-transfer-*.png"))) == 1
+
+
+def test_choose_mode_leaves_each_evaluated_prompt_out(tiny_clip):
+    from core.auto import choose_mode
+
+    paths, _, _ = _linear_paths(3)
+    assert choose_mode("mean", [], tiny_clip) == ("mean", None)
+    assert choose_mode(None, paths, tiny_clip) == ("predict", None)
+    assert choose_mode(None, paths, tiny_clip, 3, left_out=[path.prompt for path in paths]) == ("predict", None)
+    mode, notice = choose_mode(None, paths, tiny_clip, 2)  # none of the evaluation's stage count
+    assert mode == "transfer" and "the store has 0" in notice
+    mode, notice = choose_mode(None, paths[:2], tiny_clip, left_out=[paths[0].prompt])
+    assert mode == "transfer" and "the store has 1" in notice

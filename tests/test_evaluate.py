@@ -60,6 +60,7 @@ def test_evaluate_script_end_to_end(tmp_path):
                         "--meta-steps", "1", "--eval-starts", "1", "--seeds", "2", "--k", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| microwave |" in result.stdout and "| auto |" in result.stdout
+    assert "so it transfers those of the nearest instead" in result.stdout  # 1 other path: too few to learn from
     out = tmp_path / "outputs" / "evaluation"
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 2 * 2 * 3 and {"scenes-judge score", "scenes-judge position"} <= set(rows[0])

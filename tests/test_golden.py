@@ -109,7 +109,7 @@ def test_microwave_of_a_legacy_path_is_unchanged(tmp_path, monkeypatch, capsys, 
 def test_auto_microwave_on_the_legacy_store_is_unchanged(tmp_path, monkeypatch, capsys, golden_dir):
     store = tmp_path / "store"
     shutil.copytree(LEGACY, store)
-    out = run_main("auto_microwave.py", monkeypatch, capsys, "a cat made of fire", *IMAGE, "--k", "2",
+    out = run_main("auto_microwave.py", monkeypatch, capsys, "a cat made of fire", *IMAGE, "--mode", "transfer", "--k", "2",
                    "--seed", "7", "--store", str(store), "--out", str(tmp_path / "out"))
     check_text("auto.txt", masked(out, tmp_path))
     check_image("auto", next((tmp_path / "out").glob("auto-transfer-*.png")), tmp_path, start_seed=7)
