@@ -18,7 +18,7 @@ SORT_HELP = ("order of the paths: prompt, change (baked vs normal, the bakes tha
 
 
 def _sub(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
-    return commands.add_parser(name, help=help, description=f"{help}.\n\n{textwrap.fill(description, 100)}",
+    return commands.add_parser(name, help=help, description=f"{help[:1].upper()}{help[1:]}.\n\n{textwrap.fill(description, 100)}",
                                formatter_class=cli.HelpFormatter)
 
 

@@ -119,6 +119,15 @@ def forget_images(store: Path, file: Path) -> int:
     return len(images)
 
 
+def _prompt_of(file: Path) -> str:
+    """The prompt a file holds, quoted, for the list of what rm removes; an unreadable file (which `list` warns
+    about) can be removed too."""
+    try:
+        return repr(one_line(load_path(file).prompt, 80))
+    except UserError:
+        return "unreadable"
+
+
 def remove_job(job: RemoveJob) -> None:
     """Every item checked first (an unknown prompt or a file outside the store removes nothing); what would go
     is listed, and removed only with `yes`."""
@@ -129,7 +138,7 @@ def remove_job(job: RemoveJob) -> None:
         if all(not file.samefile(seen) for seen in files):
             files.append(file)
     for file in files:
-        print(f"{'removing' if job.yes else 'would remove'} {file} ({one_line(load_path(file).prompt, 80)!r})")
+        print(f"{'removing' if job.yes else 'would remove'} {file} ({_prompt_of(file)})")
     if not job.yes:
         raise UserError(f"not removing {len(files)} path(s) without --yes")
     for file in files:
