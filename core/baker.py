@@ -28,7 +28,7 @@ from core.meta_optimisers import NEEDS_ANCHORS
 from core.models import Clip, load_clip, resolve_critic
 from core.paths import BakedPath
 from core.render import RenderSettings
-from core.report import verdict_of
+from core.report import change_text, verdict_of
 from core.sizing import oom_message, resolve_batch_size
 from core.store import find_path, save_path
 from core.summary import BatchSummary
@@ -222,4 +222,4 @@ def bake_log_line(prompt: str, result: BakeResult, index: int, file: Path, setti
     return (f"baked '{target_label(prompt)}' -> {file}\n"
             f"  final loss by {f'the critic {bake.critic}' if bake.critic else 'the guide'} on "
             f"{bake.eval_starts} held-out starts: baked path {baked:.4f} vs normal run "
-            f"{normal:.4f} (same {steps} steps): {verdict} ({change:+.1f}%)")
+            f"{normal:.4f} (same {steps} steps): {verdict} ({change_text(change)})")

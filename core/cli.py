@@ -42,6 +42,13 @@ CHOICES = {"meta": {name: doc for name, (_, doc) in META_OPTIMIZERS.items()}}
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults, keep the description's line breaks."""
 
+    def _get_help_string(self, action):
+        # A switch that turns something off (--no-report) says in its help what happens without it;
+        # "(default: True)" would read as if the switch were on by default.
+        if action.nargs == 0 and action.default is True:
+            return action.help
+        return super()._get_help_string(action)
+
 
 class Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line and exit 2 (argparse's own convention)."""
@@ -154,7 +161,8 @@ def add_bake_arguments(parser: argparse.ArgumentParser, settings: type = BakeSet
     group = parser.add_argument_group("baking")
     add_flags(group, settings)
     group.add_argument("--no-report", dest="report", action="store_false",
-                       help="skip the HTML report (images per stage, loss curves, GIF) in OUT/reports/")
+                       help="skip the HTML report of each bake (images per stage, loss curves, GIF); "
+                            "by default one is written to OUT/reports/")
 
 
 def add_flags(group, options: type, names: tuple[str, ...] | None = None) -> None:

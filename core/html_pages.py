@@ -33,6 +33,9 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 .good { color: #17612b; font-weight: bold; } .bad { color: #9b1c1c; font-weight: bold; }
 .muted { color: #777; }
 ul.scores { list-style: none; padding: 0; margin: 0.3em 0 0 0; font-size: 0.85em; }
+figure.card { width: 200px; vertical-align: top; }
+div.noimage { border: 1px dashed #bbb; color: #777; font-size: 0.85em; padding: 0.5em; box-sizing: border-box;
+  overflow: hidden; }
 """
 
 

@@ -19,16 +19,19 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("render", "the pixel renderer, and what a bake's settings and stage targets are made of",
      ("render", "anchors", "auto", "bake_settings")),
     ("bake", "meta-optimising a path's guides", ("meta_loss", "meta_optimisers", "bake")),
-    ("store and files", "paths on disk, the store, recipes, images, reports, targets, tracking",
-     ("paths", "store", "nearest", "claims", "recipes", "reference", "images", "report", "targets", "tracking")),
+    ("store and files", "paths on disk, the store (and as people read it: listing, import), recipes, images, "
+                        "reports, the gallery page, targets, tracking",
+     ("paths", "store", "nearest", "claims", "recipes", "reference", "images", "report", "targets", "tracking",
+      "store_view", "store_import", "gallery_page")),
     ("run pieces", "what the jobs are made of: the typed jobs, saving an image, batch sizes, bake reports, "
-                   "the evaluation", ("jobs", "output", "sizing", "bake_reports", "evaluate")),
+                   "the evaluation, the gallery's images", ("jobs", "output", "sizing", "bake_reports", "evaluate",
+                                                            "gallery")),
     ("baking in one process", "bake prompts in batches and save them", ("baker",)),
     ("workers", "worker processes and Ray tasks that run the baker", ("processes", "ray_tasks")),
-    ("jobs", "one job per script: normal, microwave, auto, bake, batch_bake, evaluate, bench",
-     ("image_jobs", "bake_jobs", "evaluate_job", "bench")),
+    ("jobs", "one job per script: normal, microwave, auto, bake, batch_bake, evaluate, bench, store",
+     ("image_jobs", "bake_jobs", "evaluate_job", "bench", "store_jobs")),
     ("command line", "argparse: options into typed jobs; the scenes models' own commands",
-     ("cli", "scenes_eval", "train_scenes_clip", "train_classifier_judge", "classifier_judge_eval")),
+     ("cli", "store_cli", "scenes_eval", "train_scenes_clip", "train_classifier_judge", "classifier_judge_eval")),
 )
 
 # Imports allowed inside functions (elsewhere they hide a module's real dependencies): optional packages
@@ -50,7 +53,7 @@ def layer_of() -> dict[str, int]:
 
 def picture() -> str:
     """The layers as a picture in text, the scripts on top; every import points down it."""
-    lines = ["scripts: bake.py microwave.py auto_microwave.py normal.py batch_bake.py evaluate.py bench.py"]
+    lines = ["scripts: bake.py microwave.py auto_microwave.py normal.py batch_bake.py evaluate.py bench.py store.py"]
     for index in reversed(range(len(LAYERS))):
         name, _, modules = LAYERS[index]
         lines += ["   ▼", f"{index + 1:>2} {name:<22} {' '.join(modules)}"]

@@ -42,6 +42,29 @@ def verdict_of(baked_loss: float, normal_loss: float) -> tuple[str, float]:
     return verdict, change
 
 
+def change_text(change: float) -> str:
+    """A change in percent as the pages and the command line print it: ``-12.3%``; a change that rounds to
+    zero is ``0.0%`` (never ``-0.0%``)."""
+    text = f"{change:+.1f}%"
+    return "0.0%" if text in ("+0.0%", "-0.0%") else text
+
+
+# The evaluation summary's keys as the command line's table names them; a key ending in `_rate` is a share
+# shown in percent ("50 %"), like the command line prints it.
+SUMMARY_HEADERS = {"judge_mean": "mean judge score", "win_rate": "wins over normal (prompts)",
+                   "pixel_pass_rate": "pixel checks passed"}
+
+
+def _summary_header(key: str) -> str:
+    return SUMMARY_HEADERS.get(key, key.replace("_", " "))
+
+
+def _summary_cell(key: str, value) -> str:
+    if key.endswith("_rate") and is_number(value):
+        return f"{value * 100:.0f} %"
+    return number_text(value)
+
+
 # --------------------------------------------------------------------------- bake report
 
 
@@ -104,7 +127,7 @@ def _fill_bake_report(folder, prompt, stage_images, curve, baked_loss, normal_lo
         "<table>",
         "<tr><th>baked loss</th><th>normal loss</th><th>change</th><th>verdict</th></tr>",
         f'<tr><td class="num">{baked_loss:.4f}</td><td class="num">{normal_loss:.4f}</td>'
-        f'<td class="num">{change:+.1f}%</td><td class="{css}">{escape(verdict)}</td></tr>',
+        f'<td class="num">{change_text(change)}</td><td class="{css}">{escape(verdict)}</td></tr>',
         "</table>",
     ]
 
@@ -205,7 +228,7 @@ def write_batch_report(directory: str | os.PathLike, entries: list[dict]) -> Pat
         rows.append(_batch_row(directory, number, entry, status, change))
 
     counts = ", ".join(f"{count} {escape(status)}" for status, count in statuses.items()) or "none"
-    mean_change = f"{sum(changes) / len(changes):+.1f}%" if changes else "—"
+    mean_change = change_text(sum(changes) / len(changes)) if changes else "—"
     body = [
         "<h1>Batch bake</h1>",
         "<table>", *rows, "</table>",
@@ -248,7 +271,7 @@ def _batch_row(directory: Path, number: int, entry: dict, status: str, change: f
             f"<td>{status_cell}</td>"
             f'<td class="num">{number_text(None if baked is None else float(baked))}</td>'
             f'<td class="num">{number_text(None if normal is None else float(normal))}</td>'
-            f'<td class="num">{"—" if change is None else f"{float(change):+.1f}%"}</td>'
+            f'<td class="num">{"—" if change is None else change_text(float(change))}</td>'
             f'<td class="num">{"—" if seconds is None else f"{float(seconds):.1f}"}</td>'
             f"<td>{link}</td></tr>")
 
@@ -290,13 +313,13 @@ def write_comparison_page(
     if summary:
         columns = _columns(summary)
         body.append("<h2>Summary</h2><table>")
-        body.append('<tr class="header">' + "".join(f"<th>{escape(c)}</th>" for c in columns) + "</tr>")
+        body.append('<tr class="header">' + "".join(f"<th>{escape(_summary_header(c))}</th>" for c in columns) + "</tr>")
         for item in summary:
             cells = []
             for column in columns:
                 value = item.get(column)
                 css = ' class="num"' if is_number(value) else ""
-                cells.append(f"<td{css}>{escape(number_text(value))}</td>")
+                cells.append(f"<td{css}>{escape(_summary_cell(column, value))}</td>")
             body.append('<tr class="summary">' + "".join(cells) + "</tr>")
         body.append("</table>")
 
@@ -343,4 +366,4 @@ def _comparison_cell(directory: Path, method: str, image, scores: dict | None) -
     return "".join(parts)
 
 
-__all__ = ["verdict_of", "write_bake_report", "write_batch_report", "write_comparison_page"]
+__all__ = ["verdict_of", "change_text", "write_bake_report", "write_batch_report", "write_comparison_page"]

@@ -2,7 +2,8 @@
 
 ``save_path`` writes a path into the store (atomically, never over another prompt's file, and without
 ``overwrite`` never over a path saved meanwhile), ``find_path`` finds the file holding a prompt (ours
-or the original tool's name), ``list_paths`` reads them all.
+or the original tool's name), ``list_paths`` reads them all, ``remove_path`` removes one (and nothing
+outside the store).
 
 Names: a *path* is a ``BakedPath`` (what was baked, ``core.paths``), a *file* is where it is stored;
 ``find_path`` returns the file (a ``pathlib.Path``) and ``load_path`` reads the ``BakedPath`` from it.
@@ -115,3 +116,30 @@ def find_path(store_dir: str | os.PathLike, prompt: str) -> Path | None:
         except UserError:
             continue
     return None
+
+
+def check_in_store(store_dir: str | os.PathLike, file: str | os.PathLike) -> Path:
+    """``file`` if it is a path file directly in the store (a ``.pt`` file, not hidden, not a symbolic link,
+    in the store's own folder once links in the folders are resolved); UserError otherwise."""
+    store_dir, file = Path(store_dir), Path(file)
+    if not store_dir.is_dir():
+        raise UserError(f"no store at {store_dir}")
+    if os.path.islink(file):
+        raise UserError(f"{file} is a symbolic link; only files of the store itself are removed")
+    if not file.is_file():
+        raise UserError(f"no path file at {file}")
+    if os.path.realpath(file.parent) != os.path.realpath(store_dir):
+        raise UserError(f"{file} is not in the store {store_dir}; nothing outside it is removed")
+    if file.name.startswith(".") or file.suffix != ".pt":
+        raise UserError(f"{file} is not a path file of the store (a visible .pt file)")
+    return file
+
+
+def remove_path(store_dir: str | os.PathLike, file: str | os.PathLike) -> Path:
+    """Remove one path file from the store (checked by ``check_in_store`` first); returns it.
+
+    The nearest-path cache (``core.nearest``) needs no change: it drops the entries of files that are gone.
+    """
+    file = check_in_store(store_dir, file)
+    file.unlink()
+    return file

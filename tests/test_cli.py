@@ -52,6 +52,13 @@ def test_bake_flags_are_the_bake_settings_with_help():
         parser.parse_args(["--unroll", "0"])  # a minimum is checked before any work
 
 
+def test_a_switch_that_turns_something_off_does_not_say_default_true():
+    text = " ".join(bake_parser().format_help().split())
+    assert "by default one is written to OUT/reports/" in text and "(default: True)" not in text
+    assert "--truncate cut prompts longer than 77 tokens (default: False)" in " ".join(
+        cli.make_parser("test").format_help().split())  # the other switches still show their default
+
+
 def test_a_field_added_to_the_settings_is_a_recipe_key_and_a_flag(monkeypatch):
     """What a new option needs is a field with `help`: here a text render setting and a bake number."""
 

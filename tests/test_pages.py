@@ -48,6 +48,8 @@ PAGES = [
     Page("evaluation page", (("evaluate.py", "prompts.txt", *BAKE, "--judge", "scenes-judge", "--seeds", "1",
                               "--k", "1"),), "outputs/evaluation/index.html",
          "normal vs microwave vs auto_microwave", 6),  # 2 prompts x 3 methods
+    Page("gallery", (("batch_bake.py", "prompts.txt", *BAKE), ("store.py", "gallery", *TINY)),
+         "outputs/gallery/index.html", "Gallery: baked", 2),  # 2 paths replayed, linking to their 2 bake reports
 ]
 
 

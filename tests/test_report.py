@@ -12,7 +12,7 @@ from PIL import Image
 from core.images import save_gif, save_png
 from core.html_pages import MIN_DISPLAY_PX
 from core.plots import plot_curves
-from core.report import write_bake_report, write_batch_report, write_comparison_page
+from core.report import change_text, write_bake_report, write_batch_report, write_comparison_page
 
 EVIL_PROMPT = '<script>alert("x")</script> & a "red" <b>cat</b>'
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
@@ -206,3 +206,23 @@ def test_comparison_page_is_a_table_of_methods(tmp_path):
     # A second evaluation into the same folder keeps the first page.
     again = write_comparison_page(tmp_path, "Eval 2", methods, rows[:1], summary)
     assert again == tmp_path / "index-1.html" and "Eval &lt;1&gt;" in page.read_text(encoding="utf-8")
+
+
+def test_evaluation_summary_reads_like_the_command_line(tmp_path):
+    """The summary's keys as readable headers, its rates in percent as evaluate.py prints them."""
+    summary = [{"method": "normal", "judge_mean": 36.03, "win_rate": None, "pixel_pass_rate": 0.92},
+               {"method": "microwave", "judge_mean": 42.52, "win_rate": 0.5, "pixel_pass_rate": 0.9166}]
+    page = write_comparison_page(tmp_path, "Eval", ["normal", "microwave"], [], summary)
+    text = [piece for piece in parse(page).text if piece.strip()]
+    first = text.index("method")
+    assert text[first:first + 4] == ["method", "mean judge score", "wins over normal (prompts)", "pixel checks passed"]
+    assert {"50 %", "92 %", "36.03", "42.52", "—"} <= set(text) and "0.5" not in text
+    assert "judge_mean" not in page.read_text(encoding="utf-8")
+
+
+def test_a_change_that_rounds_to_zero_has_no_sign(tmp_path):
+    assert [change_text(value) for value in (-0.04, 0.04, 0.0, -12.34, 5)] == ["0.0%", "0.0%", "0.0%", "-12.3%",
+                                                                               "+5.0%"]
+    page = write_batch_report(tmp_path, [{"prompt": "a", "status": "baked", "baked_loss": 0.99996, "normal_loss": 1.0}])
+    text = "".join(parse(page).text)
+    assert "-0.0%" not in text and "0.0%" in text
