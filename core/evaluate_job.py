@@ -2,12 +2,12 @@
 (`core.evaluate`) and print the summary."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from core.baker import bake_many
-from core.errors import UserError
+from core.errors import UserError, cut
 from core.evaluate import METHODS, evaluate
-from core.files import unique_dir
+from core.files import check_writable_dir, unique_dir
 from core.jobs import BakeJob, EvaluateJob
 from core.models import load_clip, model_name, resolve_critic
 from core.prompt_lists import read_prompts
@@ -21,9 +21,13 @@ def evaluate_job(job: EvaluateJob) -> None:
     if unknown or not job.methods:
         raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'} in --methods; "
                         f"choose from {', '.join(METHODS)}")
+    if not os.path.isfile(job.prompts_file):  # never read as a prompt itself
+        raise UserError(f"prompts file not found: {cut(job.prompts_file)}")
     prompts = read_prompts([job.prompts_file])
     if not prompts:
-        raise UserError(f"no prompts in {job.prompts_file}")
+        raise UserError(f"no prompts in {cut(job.prompts_file)}")
+    recipe = job.recipe.resolve()
+    check_writable_dir(job.run.out, "--out")
     clip = load_clip(job.run.model, job.run.device, job.run.compile)
     judge = load_clip(job.judge, job.run.device)
     if judge.name == clip.name:
@@ -31,7 +35,6 @@ def evaluate_job(job: EvaluateJob) -> None:
     critic = resolve_critic(job.bake.critic, clip)
     if critic and model_name(critic) == judge.name:  # compared by name: no need to load the critic twice
         raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
-    recipe = job.recipe.resolve()
     bake_first(job, prompts)
     out_dir = unique_dir(job.run.out, "evaluation")
     evaluation = evaluate(clip, judge, prompts, RenderSettings.from_recipe(recipe), recipe["stages"], job.run.store,
@@ -46,8 +49,8 @@ def bake_first(job: EvaluateJob, prompts: list[str]) -> None:
     baked paths."""
     store_prompts = []
     if job.store_prompts:
-        if not Path(job.store_prompts).is_file():
-            raise UserError(f"store prompts file not found: {job.store_prompts}")
+        if not os.path.isfile(job.store_prompts):
+            raise UserError(f"store prompts file not found: {cut(job.store_prompts)}")
         store_prompts = read_prompts([job.store_prompts])
     wanted = prompts + [prompt for prompt in store_prompts if prompt not in prompts]
     missing = [prompt for prompt in wanted if find_path(job.run.store, prompt) is None]
