@@ -79,20 +79,26 @@ def disk_full_message(error: BaseException, target: str | os.PathLike | None = N
     return f"no space left on the device to write {where or 'a file'} (nothing partial was left)"
 
 
-def check_writable_dir(directory: str | os.PathLike, option: str) -> Path:
-    """`directory` (given as `option`, e.g. --out) as a folder this process can write in, created if needed; a
-    UserError naming it otherwise. Run before any work, so a bad --out is not found when the work is done."""
+def check_writable_dir(directory: str | os.PathLike, option: str) -> None:
+    """A UserError naming `directory` (given as `option`, e.g. --out) unless it is a folder this process can
+    write in, or can be created in the nearest folder above it that exists. Run before any work, so a bad
+    --out is not found when the work is done; it leaves nothing behind (a temporary file or folder it made
+    to try is gone)."""
     path = Path(directory)
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        raise UserError(f"{option} {quote(directory)} is not a folder ({quote(str(existing))} is a file)")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"{option} {quote(directory)} is not a folder (a file is in the way)") from None
+        if existing == path:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        else:
+            tempfile.TemporaryDirectory(dir=existing).cleanup()
     except OSError as error:
         raise_if_disk_full(error, path)
         raise UserError(f"{option} {quote(directory)}: cannot write there ({error.strerror or error})") from None
-    return path
 
 
 def write_text_atomically(target: str | os.PathLike, text: str) -> Path:

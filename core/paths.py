@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -158,7 +159,9 @@ def load_path(file: str | os.PathLike, device: str | torch.device = "cpu") -> Ba
     if os.path.getsize(file) > MAX_PATH_FILE_BYTES:
         raise UserError(f"{file} is larger than {MAX_PATH_FILE_BYTES // 2**20} MB, too large for a baked path")
     try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a file's pickle protocol: it is read or refused below
+            warnings.simplefilter("ignore")
+            data = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # weights_only reports both refused classes and plain garbage as UnpicklingError.
         refused = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(error), re.IGNORECASE)

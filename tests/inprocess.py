@@ -8,6 +8,7 @@ import os
 import runpy
 import signal
 import sys
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,7 +41,8 @@ def run_in_process(script: str, args: list[str], cwd: Path) -> Ran:
     sys.argv = [script, *args]
     os.chdir(cwd)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            _python_warning_filters()  # warnings reach stderr as in a real run, not pytest's record
             try:
                 _main_of(script)()
                 code = 0
@@ -51,6 +53,16 @@ def run_in_process(script: str, args: list[str], cwd: Path) -> Ran:
         os.chdir(saved_cwd)
         signal.signal(signal.SIGINT, saved_handler)
     return Ran(code, out.getvalue(), err.getvalue())
+
+
+def _python_warning_filters() -> None:
+    """Python's own default warning filters, printing to the (redirected) stderr."""
+    warnings.resetwarnings()
+    for action, category in (("ignore", DeprecationWarning), ("ignore", PendingDeprecationWarning),
+                             ("ignore", ImportWarning), ("ignore", ResourceWarning)):
+        warnings.simplefilter(action, category)
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+        warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def files_under(root: Path) -> set[str]:
