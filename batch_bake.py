@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bake many prompts: from files (one prompt per line, '#' comments) or as arguments.
+"""Bake many prompts: from files (one prompt per line; a line starting with '#' is a comment) or as arguments.
 
 Prompts already in the store are skipped, so an interrupted run resumes; a failing prompt does not
 stop the others; a line is printed per batch and a summary at the end.

@@ -17,7 +17,8 @@ from core.limits import MAX_K, MAX_PATH_WEIGHT, MAX_SEEDS  # noqa: E402
 
 def main() -> None:
     parser = cli.make_parser(__doc__)
-    parser.add_argument("prompts_file", help="one prompt per line, '#' comments")
+    parser.add_argument("prompts_file",
+                        help="a UTF-8 file, one prompt per line; a line starting with '#' is a comment")
     parser.add_argument("--judge", default="scenes-judge", help="the scoring model (must differ from --model)")
     parser.add_argument("--seeds", type=cli.int_in_range(1, MAX_SEEDS), default=3,
                         help=f"random starts per prompt and method (at most {MAX_SEEDS})")
@@ -25,8 +26,8 @@ def main() -> None:
     parser.add_argument("--k", type=cli.int_in_range(1, MAX_K), default=2, help="nearest paths blended by auto")
     parser.add_argument("--auto-mode", choices=list(AUTO_MODES), default="transfer",
                         help="how auto turns the nearest paths into stage targets (see auto_microwave.py)")
-    parser.add_argument("--path-weight", type=cli.finite_float(-MAX_PATH_WEIGHT, MAX_PATH_WEIGHT), default=None, help="weight of the paths in auto "
-                                                                       "(default: the mode's, see auto_microwave.py)")
+    parser.add_argument("--path-weight", type=cli.finite_float(-MAX_PATH_WEIGHT, MAX_PATH_WEIGHT), default=None,
+                        help="weight of the paths in auto (default: the mode's, see auto_microwave.py)")
     parser.add_argument("--batch-size", type=cli.batch_size_arg, default=8,
                         help="prompts baked together when baking first (auto: as many as fit)")
     parser.add_argument("--store-prompts", help="more prompts to bake into the store first (not evaluated): "

@@ -178,8 +178,9 @@ def bake_many(job: BakeJob, queue: ClaimQueue | None = None, log: Callable[[str]
     tally = Tally(failed=failed)
     size = resolve_batch_size(job.batch_size, baker.clip, baker.settings, baker.bake, len(todo), log,
                               baker.critic_clip) if todo else 1
-    check_batch(min(size, max(1, len(todo))), baker.settings.size, baker.bake.starts, baker.bake.eval_starts, baker.bake.meta,
-                baker.bake.population)
+    bake = baker.bake
+    check_batch(min(size, max(1, len(todo))), baker.settings.size, bake.starts, bake.eval_starts, bake.meta,
+                bake.population)
     batches = _batches(todo, size, queue)
     try:
         for batch in islice(batches, max_batches):
