@@ -65,6 +65,8 @@ def load_yaml(file: str | os.PathLike) -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{file} is not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits, which Python refuses to read
+        raise UserError(f"{file} holds a value that cannot be read: {str(error).split(';')[0]}") from None
 
 
 def check_nesting(value: Any, source: str) -> None:

@@ -71,6 +71,7 @@ def fix(tmp_path_factory):
     (root / "tag.yaml").write_text("size: !!python/object/apply:os.system ['touch PWNED']\n")
     (root / "lr_nan.yaml").write_text("lr: .nan\n")
     (root / "long_key.yaml").write_text("? " + "k" * 50_000 + "\n: 1\n")
+    (root / "long_number.yaml").write_text("size: " + "9" * 60_000 + "\n")
     (root / "huge.png").write_bytes(png_header(20000, 20000))
     (root / "big.png").write_bytes(png_header(10000, 10000))
     (root / "fake.png").write_bytes(b"not an image")
@@ -167,6 +168,8 @@ CASES = [
     ("choice of 100000 characters", "bake.py", ["a red circle", *BAKE, "--meta", "q" * 100_000], r"invalid choice"),
     ("recipe key of 50000 characters", "normal.py", ["a red circle", *IMAGE, "--recipe", "{fix}/long_key.yaml"],
      r"unknown key 'k+'\.\.\. \(50,000 characters\)"),
+    ("number of 60000 digits", "normal.py", ["a red circle", *IMAGE, "--recipe", "{fix}/long_number.yaml"],
+     r"long_number.yaml holds a value that cannot be read: Exceeds the limit \(4300 digits\)"),
     ("newline in a prompt", "normal.py", ["a\nb:1e999", *IMAGE], r"the weight '1e999' of 'a\\nb'"),
     ("image name of 5000 characters", "normal.py", ["x" * 5000 + ".png", *IMAGE], r"image file not found: x+\.\.\."),
     ("missing image target", "bake.py", ["red-3fa4b2c1.png", *BAKE], r"image file not found: red-3fa4b2c1.png"),
