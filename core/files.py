@@ -84,7 +84,7 @@ def check_writable_dir(directory: str | os.PathLike, option: str) -> None:
     write in, or can be created in the nearest folder above it that exists. Run before any work, so a bad
     --out is not found when the work is done; it leaves nothing behind (a temporary file or folder it made
     to try is gone)."""
-    path = Path(directory)
+    path, directory = Path(directory), str(directory)
     existing = path
     while not os.path.lexists(existing) and existing.parent != existing:
         existing = existing.parent
