@@ -110,9 +110,12 @@ def batch_size_arg(text: str) -> int | str:
     if text == AUTO:
         return AUTO
     try:
-        return int_in_range(1, MAX_BATCH)(text)
-    except argparse.ArgumentTypeError as error:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts: {error}") from None
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts, got {quote(text)}") from None
+    if not 1 <= value <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"the batch size must be 1 to {MAX_BATCH}, got {quote(text, 20)}")
+    return value
 
 
 def counts_arg(text: str) -> list[int]:

@@ -13,6 +13,7 @@ from core.files import write_new
 from core.images import load_image, quantize as quantize_levels, save_gif, save_png
 from core.jobs import ImageOptions, RunOptions
 from core.models import Clip
+from core.prompts import names_image_file
 from core.recipes import recipe_to_yaml
 from core.render import ProgressReporter, RenderSettings, from_image, random_pixels, replay, to_image
 from core.slugs import slugify
@@ -36,12 +37,15 @@ class Output:
 
 def make_output(run: RunOptions, image: ImageOptions, method: str, label: str, clip: Clip, recipe: dict,
                 extra: dict | None = None) -> Output:
-    """The output settings of a run: file stem `<method>-<slug>` and the PNG metadata."""
+    """The output settings of a run: file stem `<method>-<slug>` (an image target's without its suffix:
+    `normal-red-3fa4b2c1`) and the PNG metadata."""
     metadata = {"prompt": label, "method": method, "seed": run.seed, "model": clip.name,
                 "recipe": json.dumps(recipe, sort_keys=True), **(extra or {})}
     if image.init:
         metadata["init"] = image.init
-    return Output(run.out, f"{method}-{slugify(label)}", metadata, recipe.get("quantize") or 0,
+    slug = slugify(label)
+    slug = slug[: -len(Path(slug).suffix)] if names_image_file(slug) else slug
+    return Output(run.out, f"{method}-{slug}", metadata, recipe.get("quantize") or 0,
                   image.upscale, image.save_every, image.gif, image.init, recipe_to_yaml(recipe))
 
 
