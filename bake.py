@@ -6,7 +6,10 @@ than aiming straight at it; the log compares the baked path with a normal run of
 
   python bake.py "a red circle" --model scenes
 """
-from core import bake_jobs, cli
+from core.interrupts import exit_on_interrupt
+
+exit_on_interrupt(__name__)  # Ctrl-C while the rest loads: "interrupted", exit 130, no traceback
+from core import bake_jobs, cli  # noqa: E402
 
 
 def main() -> None:

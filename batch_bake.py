@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bake many prompts: from files (one prompt per line, '#' comments) or as arguments.
+"""Bake many prompts: from files (one prompt per line; a line starting with '#' is a comment) or as arguments.
 
 Prompts already in the store are skipped, so an interrupted run resumes; a failing prompt does not
 stop the others; a line is printed per batch and a summary at the end.
@@ -13,9 +13,13 @@ prompts of a run that died are baked again once its claims expire (--claim-ttl).
   python batch_bake.py prompts.txt --gpus cpu:2          # two CPU worker processes (testing, CPU-only)
   python batch_bake.py prompts.txt --ray auto            # Ray tasks, one batch on one GPU each
 """
-from core import bake_jobs, cli
-from core.claims import DEFAULT_TTL
-from core.sizing import CPU_BATCH_SIZE
+from core.interrupts import exit_on_interrupt
+
+exit_on_interrupt(__name__)  # Ctrl-C while the rest loads: "interrupted", exit 130, no traceback
+from core import bake_jobs, cli  # noqa: E402
+from core.claims import DEFAULT_TTL  # noqa: E402
+from core.limits import MAX_CLAIM_TTL  # noqa: E402
+from core.sizing import CPU_BATCH_SIZE  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +35,7 @@ def main() -> None:
                              "auto = the cluster running here, else a new local one; local = a new local one; "
                              "or a cluster address. "
                              "The store (and this repository) must be at the same path on every node")
-    parser.add_argument("--claim-ttl", type=float, default=DEFAULT_TTL,
+    parser.add_argument("--claim-ttl", type=cli.finite_float(0.1, MAX_CLAIM_TTL), default=DEFAULT_TTL,
                         help="seconds after its last heartbeat when a claim on a prompt expires and another "
                              "worker may bake it")
     cli.add_bake_arguments(parser)

@@ -21,15 +21,17 @@ from core.bake import BakeResult, bake_prompts
 from core.bake_reports import write_bake_reports
 from core.bake_settings import BakeSettings
 from core.claims import ClaimQueue
-from core.errors import UserError
+from core.errors import DiskFull, UserError
+from core.files import check_writable_dir
 from core.jobs import BakeJob
+from core.limits import check_batch
 from core.meta_loss import Critic
 from core.meta_optimisers import NEEDS_ANCHORS
 from core.models import Clip, load_clip, resolve_critic
 from core.paths import BakedPath
 from core.render import RenderSettings
 from core.report import change_text, verdict_of
-from core.sizing import oom_message, resolve_batch_size
+from core.sizing import AUTO, oom_message, resolve_batch_size
 from core.store import find_path, save_path
 from core.summary import BatchSummary
 from core.targets import encode_target, target_label
@@ -145,6 +147,8 @@ class Baker:
                              embed_dim=self.clip.embed_dim, recipe=self.recipe, metrics=result.metrics(index))
             try:
                 file = save_path(self.job.run.store, path, overwrite=self.job.overwrite)
+            except DiskFull:
+                raise  # every later save would fail too: the run stops (its claims are released)
             except UserError as error:
                 tally.failed.append((prompt, str(error)))
             else:
@@ -168,11 +172,15 @@ def bake_many(job: BakeJob, queue: ClaimQueue | None = None, log: Callable[[str]
     worker or batch bakes it.
     """
     began = time.monotonic()
+    check_job(job)
     baker = Baker.start(job, log, queue, clip)
     todo, skipped, failed = prompts_to_bake(baker)
     tally = Tally(failed=failed)
     size = resolve_batch_size(job.batch_size, baker.clip, baker.settings, baker.bake, len(todo), log,
                               baker.critic_clip) if todo else 1
+    bake = baker.bake
+    check_batch(min(size, max(1, len(todo))), baker.settings.size, bake.starts, bake.eval_starts, bake.meta,
+                bake.population)
     batches = _batches(todo, size, queue)
     try:
         for batch in islice(batches, max_batches):
@@ -187,6 +195,19 @@ def bake_many(job: BakeJob, queue: ClaimQueue | None = None, log: Callable[[str]
                         sum(steps for _, _, steps in tally.timings), tuple(tally.timings), reports=tally.reports)
 
 
+def check_job(job: BakeJob) -> None:
+    """What can be checked of a bake before any model is loaded: its recipe, the limits on a batch of the
+    size asked for (`core.limits`), and that the store (and the reports' folder) can be written."""
+    recipe = job.recipe.resolve()
+    bake = job.bake.with_recipe(recipe)
+    if job.batch_size != AUTO:
+        check_batch(min(int(job.batch_size), max(1, len(job.prompts))), recipe["size"], bake.starts,
+                    bake.eval_starts, bake.meta, bake.population)
+    check_writable_dir(job.run.store, "--store")
+    if job.report:
+        check_writable_dir(Path(job.run.out) / "reports", "--out")
+
+
 def _batches(todo: list[Todo], size: int, queue: ClaimQueue | None) -> Iterator[list[Todo]]:
     """Batches of up to `size` prompts: in order, or as claimed from the shared queue."""
     if queue is None:
@@ -199,8 +220,13 @@ def prompts_to_bake(baker: Baker) -> tuple[list[Todo], list[str], list[tuple[str
     in the store) and those failed (already baked without --overwrite, or a bad prompt)."""
     job = baker.job
     todo, skipped, failed = [], [], []
+    labels: set[str] = set()
     for position, prompt in enumerate(job.prompts):
         try:
+            if target_label(prompt) in labels:  # the same target twice (one image under two names)
+                skipped.append(prompt)
+                continue
+            labels.add(target_label(prompt))
             if find_path(job.run.store, target_label(prompt)) is not None and (job.skip_existing or not job.overwrite):
                 if job.skip_existing:
                     skipped.append(prompt)

@@ -26,6 +26,7 @@ import torch
 from core.bake import bake_prompts
 from core.bake_settings import BakeSettings
 from core.jobs import BenchJob
+from core.limits import check_batch
 from core.losses import range_penalty, spherical_distance, total_variation
 from core.meta_loss import Critic
 from core.models import Clip, _clip_package, load_clip, resolve_critic, resolve_device
@@ -326,6 +327,7 @@ def precision_of(device: torch.device) -> str:
 
 def bench_job(job: BenchJob) -> None:
     """bench.py: run the benchmark on the job's settings and print the markdown table."""
+    check_batch(max(job.prompts), job.size)  # before anything is allocated (`core.limits`)
     if job.threads:
         torch.set_num_threads(job.threads)
     device = resolve_device(job.device)

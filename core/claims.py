@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from core.errors import UserError
+from core.files import raise_if_disk_full
 from core.slugs import slugify
 from core.store import find_path
 
@@ -179,6 +180,8 @@ def _move_away_if_unchanged(file: Path, stale: Claim) -> bool:
 def try_claim(store: str | os.PathLike, label: str, worker: str, ttl: float = DEFAULT_TTL) -> Claim | None:
     """Claim the prompt `label` for `worker`: the new claim, or None while someone else's is live."""
     file = claim_file(store, label)
+    if os.path.islink(file.parent):  # never create claims (or anything) outside the store
+        raise UserError(f"{file.parent} is a symlink; the claims must be a folder inside the store")
     file.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):  # a claim that vanished or expired under our eyes: try again, a few times
         now = time.time()
@@ -193,16 +196,26 @@ def try_claim(store: str | os.PathLike, label: str, worker: str, ttl: float = DE
             if existing is not None and not _take_over(file, existing):
                 return None
             continue
-        fields = {key: value for key, value in asdict(claim).items() if key not in ("heartbeat", "inode")}
+        stat = _write_claim(file, descriptor, claim, now)
+        claim.heartbeat, claim.inode = stat.st_mtime, stat.st_ino
+        return claim
+    return None
+
+
+def _write_claim(file: Path, descriptor: int, claim: Claim, now: float) -> os.stat_result:
+    """Write a claim into the file just created; if that fails (a full disk), leave no empty or half claim."""
+    fields = {key: value for key, value in asdict(claim).items() if key not in ("heartbeat", "inode")}
+    try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             json.dump(fields, handle)
             handle.flush()
             os.fsync(handle.fileno())
             os.utime(handle.fileno(), (now, now))  # through the descriptor: the file is ours, whatever its name
-            stat = os.fstat(handle.fileno())
-        claim.heartbeat, claim.inode = stat.st_mtime, stat.st_ino
-        return claim
-    return None
+            return os.fstat(handle.fileno())
+    except BaseException as error:
+        file.unlink(missing_ok=True)  # ours: created with O_EXCL a moment ago
+        raise_if_disk_full(error, file)
+        raise
 
 
 def still_holds(store: str | os.PathLike, claim: Claim) -> bool:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
+import signal
 import sys
 import types
 import typing
@@ -18,9 +21,12 @@ from typing import Callable
 
 from core.bake_settings import BakeSettings
 from core.constraints import CONSTRAINTS
-from core.errors import UserError
+from core.errors import QUOTE_LIMIT, UserError, one_line, quote
+from core.files import disk_full_message, is_disk_full
+from core.interrupts import EXIT_INTERRUPTED
 from core.jobs import (AutoJob, BakeJob, BenchJob, EvaluateJob, ImageOptions, MicrowaveJob, NormalJob,
                        RunOptions)
+from core.limits import MAX_BATCH
 from core.meta_optimisers import META_OPTIMIZERS
 from core.postproc import POSTPROC
 from core.recipes import FLAG_PARAMS, RecipeChoice
@@ -51,52 +57,86 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 
 
 class Parser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one line and exit 2 (argparse's own convention)."""
+    """An argparse parser whose errors are one line and exit 2 (argparse's own convention); a long word the
+    user typed (an unknown option, a bad choice) is cut to about 80 characters."""
 
     def error(self, message: str):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        message = re.sub(r"\S{%d,}" % (QUOTE_LIMIT + 1), lambda match: match.group()[:QUOTE_LIMIT] + "...", message)
+        print(one_line(f"{self.prog}: error: {message}"), file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
 # --- argparse types ----------------------------------------------------------------------------------
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than `minimum` (so a bad count is a one-line error
-    before any work, not a traceback in the middle of it)."""
+def _bounds(minimum: float | None, maximum: float | None) -> str:
+    def number(value: float) -> str:  # whole numbers in full (4294967295, not 4.29497e+09)
+        return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+    if minimum is not None and maximum is not None:
+        return f"{number(minimum)} to {number(maximum)}"
+    return f"at least {number(minimum)}" if minimum is not None else f"at most {number(maximum)}"
+
+
+def int_in_range(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number within [`minimum`, `maximum`] (either may be None), so a bad or
+    absurd count is a one-line error before any work, not a traceback or an allocation in the middle of it."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
+        except ValueError:  # also a number of more than 4,300 digits
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {quote(text)}") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {_bounds(minimum, maximum)}, got {quote(text, 20)}")
+        return value
+
+    return parse
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`."""
+    return int_in_range(minimum, None)
+
+
+def finite_float(minimum: float | None = None, maximum: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number (not nan, not inf) within [`minimum`, `maximum`] (either may be None)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected a number, got {quote(text)}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {quote(text)}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {_bounds(minimum, maximum)}, got {quote(text, 20)}")
         return value
 
     return parse
 
 
 def batch_size_arg(text: str) -> int | str:
-    """argparse type of `--batch-size`: `auto` or a positive number of prompts."""
+    """argparse type of `--batch-size`: `auto` or a number of prompts (1 to MAX_BATCH)."""
     if text == AUTO:
         return AUTO
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"the batch size must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts, got {quote(text)}") from None
+    if not 1 <= value <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"the batch size must be 1 to {MAX_BATCH}, got {quote(text, 20)}")
     return value
 
 
 def counts_arg(text: str) -> list[int]:
-    """argparse type of bench's `--prompts`: `1,8,64` -> [1, 8, 64]."""
+    """argparse type of bench's `--prompts`: `1,8,64` -> [1, 8, 64] (each 1 to MAX_BATCH)."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected numbers of prompts like 1,8,64, got '{text}'")
+    if not values or min(values) < 1 or max(values) > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected numbers of prompts (1 to {MAX_BATCH}) like 1,8,64, "
+                                         f"got {quote(text)}")
     return values
 
 
@@ -104,8 +144,9 @@ def bake_prompts_arg(text: str) -> int | str:
     """argparse type of bench's `--bake-prompts`: `auto`, or a number of prompts (0 skips the bake)."""
     if text == "auto":
         return text
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts, got '{text}'")
+    if not text.isdigit() or int(text) > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of prompts (0 to {MAX_BATCH}), "
+                                         f"got {quote(text)}")
     return int(text)
 
 
@@ -146,8 +187,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, flags: tuple[Param, ..
                        help="a recipe name in recipes/ or a YAML file (default: 'default'; microwave.py: the "
                             "recipe its path was baked with)")
     for param in flags:
-        group.add_argument(_flag(param.name), type=_TYPES[param.kind], default=argparse.SUPPRESS,
-                           help=f"{param.doc} (default: the recipe's; {param.default} in the default recipe)")
+        group.add_argument(_flag(param.name), type=_typed(_TYPES[param.kind], param.minimum, param.maximum),
+                           default=argparse.SUPPRESS, help=f"{param.doc}{_range_help(param.minimum, param.maximum)} "
+                                                           f"(default: the recipe's; {param.default} in the default "
+                                                           f"recipe)")
 
 
 def add_image_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,11 +231,9 @@ def _setting_flag(item: dataclasses.Field, kind: type) -> dict:
     keywords: dict = {"help": item.metadata["help"]}
     if kind is bool:
         return {**keywords, "action": "store_true", "default": item.default}
-    minimum = item.metadata.get("minimum")
-    if kind is int:
-        keywords["type"] = int_at_least(minimum) if minimum is not None else int
-    elif kind in (float, str):
-        keywords["type"] = kind
+    minimum, maximum = item.metadata.get("minimum"), item.metadata.get("maximum")
+    keywords["type"] = _typed(kind, minimum, maximum)
+    keywords["help"] += _range_help(minimum, maximum)
     if item.name in CHOICES:
         keywords["choices"] = list(CHOICES[item.name])
         keywords["help"] += ": " + "; ".join(f"{name}: {doc}" for name, doc in CHOICES[item.name].items())
@@ -202,6 +243,20 @@ def _setting_flag(item: dataclasses.Field, kind: type) -> dict:
     else:
         keywords["default"] = item.default
     return keywords
+
+
+def _typed(kind: type, minimum: float | None, maximum: float | None) -> Callable[[str], object]:
+    """The argparse type of a setting: whole numbers and finite numbers within their bounds, or text."""
+    if kind is int:
+        return int_in_range(minimum, maximum)
+    if kind is float:
+        return finite_float(minimum, maximum)
+    return str
+
+
+def _range_help(minimum: float | None, maximum: float | None) -> str:
+    """What --help says of a setting's bounds, where it has a maximum (a limit the user may meet)."""
+    return f" ({_bounds(minimum, maximum)})" if maximum is not None else ""
 
 
 # --- parsed options -> jobs --------------------------------------------------------------------------
@@ -281,23 +336,33 @@ def bench_job(args: argparse.Namespace) -> BenchJob:
 # --- running -----------------------------------------------------------------------------------------
 
 def run(main: Callable[[], int | None]) -> None:
-    """Run a script's main: a `UserError` (or a full GPU) becomes one line on stderr and exit status 2."""
+    """Run a script's main and exit: 0, or the status it returns (batch_bake.py: 1 when a prompt failed or a
+    worker died); a `UserError`, a full disk or running out of memory is one line on stderr and exit status
+    2; Ctrl-C is "interrupted" and exit status 130 (128 + SIGINT, the shell's convention)."""
     # the clip package imports pkg_resources, which warns on every run; users cannot act on it
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C unwinds (claims released)
     try:
         status = main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        _exit_with(f"error: {error}", EXIT_USAGE)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit_with("interrupted", EXIT_INTERRUPTED)
     except MemoryError:
-        print("error: out of memory (try a smaller --size, --cutn or --batch-size)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        _exit_with("error: out of memory (try a smaller --size, --cutn or --batch-size)", EXIT_USAGE)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        _exit_with(f"error: {disk_full_message(error)}", EXIT_USAGE)
     except RuntimeError as error:
+        if is_disk_full(error):
+            _exit_with(f"error: {disk_full_message(error)}", EXIT_USAGE)
         if "out of memory" in str(error):
-            print("error: out of GPU memory (try a smaller --size, --cutn or --batch-size)", file=sys.stderr)
-            sys.exit(EXIT_USAGE)
+            _exit_with("error: out of GPU memory (try a smaller --size, --cutn or --batch-size)", EXIT_USAGE)
         raise
     sys.exit(status or 0)
+
+
+def _exit_with(line: str, status: int) -> None:
+    print(one_line(line), file=sys.stderr)
+    sys.exit(status)

@@ -147,7 +147,7 @@ def method_targets(method: str, clip: Clip, prompts: list[str], embeddings: torc
                                 f"uses {stages}; bake it again with --stages {stages} or evaluate with that many")
         return torch.stack([path.guides for path in paths]).to(clip.device)
     if method == "auto":
-        stored = list_paths(store) if auto_mode == "predict" else []
+        stored = list_paths(store, clip.embed_dim) if auto_mode == "predict" else []
         targets = []
         for prompt, embedding in zip(prompts, embeddings):
             if auto_mode == "predict":  # learns from every other path of the evaluation's stage count

@@ -2,13 +2,13 @@
 (`core.evaluate`) and print the summary."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from core.auto import choose_mode
 from core.baker import bake_many
-from core.errors import UserError
+from core.errors import UserError, cut
 from core.evaluate import METHODS, evaluate
-from core.files import unique_dir
+from core.files import check_writable_dir, unique_dir
 from core.jobs import BakeJob, EvaluateJob
 from core.judges import check_scene_prompts, load_judge
 from core.models import load_clip, model_name, resolve_critic
@@ -24,11 +24,15 @@ def evaluate_job(job: EvaluateJob) -> None:
         raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'} in --methods; "
                         f"choose from {', '.join(METHODS)}")
     if not job.judges or len(set(job.judges)) != len(job.judges):
-        raise UserError(f"--judge needs one or more different judges, got {','.join(job.judges) or '(none)'}")
+        raise UserError(f"--judge needs one or more different judges, got {cut(','.join(job.judges)) or '(none)'}")
+    if not os.path.isfile(job.prompts_file):  # never read as a prompt itself
+        raise UserError(f"prompts file not found: {cut(job.prompts_file)}")
     prompts = read_prompts([job.prompts_file])
     if not prompts:
-        raise UserError(f"no prompts in {job.prompts_file}")
+        raise UserError(f"no prompts in {cut(job.prompts_file)}")
     check_scene_prompts(job.judges, prompts)
+    recipe = job.recipe.resolve()
+    check_writable_dir(job.run.out, "--out")
     clip = load_clip(job.run.model, job.run.device, job.run.compile)
     judges = [load_judge(name, job.run.device) for name in job.judges]
     critic = resolve_critic(job.bake.critic, clip)
@@ -37,11 +41,10 @@ def evaluate_job(job: EvaluateJob) -> None:
             raise UserError(f"the judge must be another model than the guide ({clip.name})")
         if critic and model_name(critic) == judge.name:  # compared by name: no need to load the critic twice
             raise UserError(f"the judge ({judge.name}) must not also be the bake's critic: it would not be held out")
-    recipe = job.recipe.resolve()
     bake_first(job, prompts)
     auto_mode, notice = job.auto_mode, None
     if "auto" in job.methods:
-        auto_mode, notice = choose_mode(job.auto_mode, list_paths(job.run.store), clip, recipe["stages"], prompts)
+        auto_mode, notice = choose_mode(job.auto_mode, list_paths(job.run.store, clip.embed_dim), clip, recipe["stages"], prompts)
     if notice:
         print(notice)
     out_dir = unique_dir(job.run.out, "evaluation")
@@ -57,8 +60,8 @@ def bake_first(job: EvaluateJob, prompts: list[str]) -> None:
     baked paths."""
     store_prompts = []
     if job.store_prompts:
-        if not Path(job.store_prompts).is_file():
-            raise UserError(f"store prompts file not found: {job.store_prompts}")
+        if not os.path.isfile(job.store_prompts):
+            raise UserError(f"store prompts file not found: {cut(job.store_prompts)}")
         store_prompts = read_prompts([job.store_prompts])
     wanted = prompts + [prompt for prompt in store_prompts if prompt not in prompts]
     missing = [prompt for prompt in wanted if find_path(job.run.store, prompt) is None]

@@ -1,15 +1,23 @@
 """Writing files safely: atomically (a reader sees the old file or the whole new one, never half), durably
 (fsynced, rename included), and under new names that are reserved atomically (``name.png``, ``name-1.png``).
 
-A leaf: every module that writes a file uses it, and it imports nothing of the project.
+A full disk is a `DiskFull` error naming the file, and leaves nothing behind (no temporary file, no reserved
+name); `check_writable_dir` finds an --out or --store that cannot be written before any work starts.
+
+A leaf: every module that writes a file uses it; it imports only `core.errors`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+from core.errors import DiskFull, UserError, quote
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None], replace: bool = True) -> Path:
@@ -22,8 +30,12 @@ def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None
     file is removed and the error re-raised.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:
+        raise_if_disk_full(error, target)
+        raise
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -36,11 +48,57 @@ def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None
             os.replace(tmp, target)
         else:
             _publish_new(tmp, target)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        raise_if_disk_full(error, target)  # torch.save reports it as a RuntimeError whose context is the OSError
         raise
     fsync_dir(target.parent)
     return target
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from or while handling, is "no space left" (or over quota)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def raise_if_disk_full(error: BaseException, target: str | os.PathLike) -> None:
+    """Raise `DiskFull` naming `target` if `error` is a full disk (the caller re-raises any other error)."""
+    if is_disk_full(error):
+        raise DiskFull(disk_full_message(error, target)) from None
+
+
+def disk_full_message(error: BaseException, target: str | os.PathLike | None = None) -> str:
+    """The one line of a full disk, naming the file being written (`target`, else the error's own)."""
+    where = target if target is not None else getattr(error, "filename", None)
+    return f"no space left on the device to write {where or 'a file'} (nothing partial was left)"
+
+
+def check_writable_dir(directory: str | os.PathLike, option: str) -> None:
+    """A UserError naming `directory` (given as `option`, e.g. --out) unless it is a folder this process can
+    write in, or can be created in the nearest folder above it that exists. Run before any work, so a bad
+    --out is not found when the work is done; it leaves nothing behind (a temporary file or folder it made
+    to try is gone)."""
+    path, directory = Path(directory), str(directory)
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        raise UserError(f"{option} {quote(directory)} is not a folder ({quote(str(existing))} is a file)")
+    try:
+        if existing == path:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        else:
+            tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as error:
+        raise_if_disk_full(error, path)
+        raise UserError(f"{option} {quote(directory)}: cannot write there ({error.strerror or error})") from None
 
 
 def write_text_atomically(target: str | os.PathLike, text: str) -> Path:

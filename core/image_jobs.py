@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 
 from core.auto import auto_targets, choose_mode, predict_paths
-from core.errors import UserError
-from core.jobs import AutoJob, MicrowaveJob, NormalJob
+from core.files import check_writable_dir
+from core.images import check_image_file
+from core.jobs import AutoJob, ImageOptions, MicrowaveJob, NormalJob, RunOptions
+from core.limits import check_output
 from core.models import load_clip
 from core.nearest import nearest_paths
 from core.output import make_output, render_and_save
@@ -21,10 +23,21 @@ from core.targets import encode_target, target_label
 from core.tracking import Tracker
 
 
+def check_image_run(run: RunOptions, image: ImageOptions, recipe: dict, steps: int) -> None:
+    """What can be checked before the model is loaded: the size of the saved image and of its GIF
+    (`core.limits`), the --init image, and that --out can be written."""
+    frames = steps // image.save_every + 1 if image.gif and image.save_every else 0
+    check_output(recipe["size"], image.upscale, frames)
+    if image.init:
+        check_image_file(image.init)
+    check_writable_dir(run.out, "--out")
+
+
 def normal_job(job: NormalJob) -> None:
     """Optimise straight toward the prompt: the control."""
-    clip = load_clip(job.run.model, job.run.device, job.run.compile)
     recipe = job.recipe.resolve()
+    check_image_run(job.run, job.image, recipe, job.steps or recipe["stages"] * recipe["steps_per_stage"])
+    clip = load_clip(job.run.model, job.run.device, job.run.compile)
     embedding = encode_target(clip, job.prompt, job.run.truncate, recipe.get("targets", ""))
     settings = RenderSettings.from_recipe(recipe)
     # the same total steps as a microwave of a path with the recipe's stages, unless --steps says otherwise
@@ -38,10 +51,11 @@ def normal_job(job: NormalJob) -> None:
 
 def microwave_job(job: MicrowaveJob) -> None:
     """Replay a baked path, optionally blended with a new prompt."""
-    clip = load_clip(job.run.model, job.run.device, job.run.compile)
     path = load_path(job.path, device="cpu")
-    check_compatible(path, clip.embed_dim, clip.name)
     recipe = job.recipe.resolve(base=path_recipe(path, job.recipe))
+    check_image_run(job.run, job.image, recipe, path.stages * recipe["steps_per_stage"])
+    clip = load_clip(job.run.model, job.run.device, job.run.compile)
+    check_compatible(path, clip.embed_dim, clip.name)
     stage_targets = path.guides.to(clip.device)
     label = path.prompt
     if job.prompt:
@@ -65,11 +79,15 @@ def path_recipe(path: BakedPath, choice: RecipeChoice) -> dict:
 
 def auto_microwave_job(job: AutoJob) -> None:
     """Replay stage targets made from the k baked paths nearest to a new prompt (see `auto_targets`)."""
-    clip = load_clip(job.run.model, job.run.device, job.run.compile)
     recipe = job.recipe.resolve()
+    check_image_run(job.run, job.image, recipe, recipe["stages"] * recipe["steps_per_stage"])
+    clip = load_clip(job.run.model, job.run.device, job.run.compile)
     embedding = encode_target(clip, job.prompt, job.run.truncate, recipe.get("targets", ""))
     exclude = [job.prompt] if job.leave_out else []
-    stored = [path for path in list_paths(job.run.store) if path.prompt not in exclude]
+    # the store is listed (one warning per bad file) only when predict may learn from it; the nearest search
+    # lists it itself
+    wanted = job.mode in (None, "predict")
+    stored = [path for path in list_paths(job.run.store, clip.embed_dim) if path.prompt not in exclude] if wanted else []
     mode, notice = choose_mode(job.mode, stored, clip)
     if notice:
         print(notice)
@@ -80,6 +98,7 @@ def auto_microwave_job(job: AutoJob) -> None:
         paths = [path for path, _ in _nearest(job, clip, embedding, exclude)]
     stage_targets = auto_targets(clip, paths, embedding, mode, job.path_weight, job.run.seed)
     recipe["stages"] = stage_targets.shape[0]
+    check_image_run(job.run, job.image, recipe, recipe["stages"] * recipe["steps_per_stage"])  # the paths' stages
     output = make_output(job.run, job.image, f"auto-{mode}", target_label(job.prompt), clip, recipe,
                          {"paths": json.dumps([path.prompt for path in paths])})
     with Tracker(job.run.wandb, "auto_microwave", output.metadata) as tracker:
@@ -93,8 +112,5 @@ def _nearest(job: AutoJob, clip, embedding, exclude: list[str]) -> list:
     nearest = nearest_paths(job.run.store, clip.name, lambda texts: clip.encode_text(texts, truncate=True),
                             embedding.cpu(), job.k, exclude_prompts=exclude)
     for path, distance in nearest:
-        if path.embed_dim != clip.embed_dim:
-            raise UserError(f"path '{path.prompt}' has embed dim {path.embed_dim}, model {clip.name} has "
-                            f"{clip.embed_dim}")
-        print(f"using '{path.prompt}' (distance {distance:.4f})")
+        print(f"using '{path.prompt}' (distance {distance:.4f})")  # nearest_paths gave only usable ones
     return nearest

@@ -8,16 +8,20 @@ never sees a half-written image (``core.files.write_new``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
-from core.errors import UserError
+from core.errors import UserError, cut
 from core.files import write_new
+from core.limits import MAX_IMAGE_FILE_BYTES, MAX_INPUT_PIXELS, check_image_header
 
 
 def quantize(image: Tensor, levels: int) -> Tensor:
@@ -126,18 +130,46 @@ def read_png_metadata(file: str | os.PathLike) -> dict[str, str]:
         raise UserError(f"cannot read {file}: {error}") from None
 
 
+def check_image_file(file: str | os.PathLike) -> None:
+    """UserError unless `file` is an image file within the limits (`core.limits`: its bytes, and its pixels
+    as its header gives them), checked without decoding it."""
+    with _open_image(file):
+        pass
+
+
+@contextlib.contextmanager
+def _open_image(file: str | os.PathLike) -> Iterator[Image.Image]:
+    """The opened image (its header read, its pixels not yet decoded) if within limits; else a UserError."""
+    if not os.path.isfile(file):  # also refuses a FIFO or device, which would block or never end
+        raise UserError(f"image file not found: {cut(file)}")
+    if os.path.getsize(file) > MAX_IMAGE_FILE_BYTES:
+        raise UserError(f"image {cut(file)} is larger than {MAX_IMAGE_FILE_BYTES // 2**20} MB")
+    try:
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the limit below says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(file)
+    except Image.DecompressionBombError:
+        raise UserError(f"image {cut(file)} has too many pixels; at most {MAX_INPUT_PIXELS // 2**20} megapixels "
+                        f"are read") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"cannot read image {cut(file)}: {error}") from None
+    with opened:
+        check_image_header(str(file), opened.width, opened.height)
+        yield opened
+
+
 def load_image(file: str | os.PathLike, size: int | None = None) -> Tensor:
     """An image file as a float tensor [3, H, W] in [0, 1], optionally resized to `size`x`size`.
 
-    A missing or unreadable file is a `UserError` naming it.
+    A missing, unreadable or too large file (`check_image_file`) is a `UserError` naming it.
     """
-    try:
-        with Image.open(file) as opened:
-            picture = opened.convert("RGB")
-    except FileNotFoundError:
-        raise UserError(f"image file not found: {file}") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"cannot read image {file}: {error}") from None
+    with _open_image(file) as opened:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                picture = opened.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for a truncated or corrupt file
+            raise UserError(f"cannot read image {cut(file)}: {error}") from None
     if size is not None:
         picture = picture.resize((size, size), Image.Resampling.BICUBIC)
     array = torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8)
@@ -145,4 +177,4 @@ def load_image(file: str | os.PathLike, size: int | None = None) -> Tensor:
 
 
 __all__ = ["quantize", "to_pil", "save_png", "save_gif", "read_png_metadata",
-           "load_image"]
+           "check_image_file", "load_image"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from core.bake_settings import BakeSettings
 from core.claims import DEFAULT_TTL
+from core.limits import MAX_OUTPUT_PIXELS, MAX_SEED, MAX_STEPS, MAX_UPSCALE
 from core.models import MODEL_HELP
 from core.recipes import RecipeChoice
 from core.store import DEFAULT_STORE
@@ -26,7 +27,8 @@ class RunOptions:
 
     model: str = field(default="auto", metadata={"help": MODEL_HELP})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    seed: int = field(default=0, metadata={"help": "random seed; the same seed gives the same image"})
+    seed: int = field(default=0, metadata={"help": "random seed; the same seed gives the same image", "minimum": 0,
+                                           "maximum": MAX_SEED})
     out: str = field(default="outputs", metadata={"help": "directory for images"})
     store: str = field(default=str(DEFAULT_STORE), metadata={"help": "directory of baked paths"})
     truncate: bool = field(default=False, metadata={"help": "cut prompts longer than 77 tokens"})
@@ -41,9 +43,12 @@ class ImageOptions:
     """How a script that renders one image saves it (each field a flag of those scripts)."""
 
     init: str | None = field(default=None, metadata={"help": "start from this image instead of random pixels"})
-    save_every: int = field(default=0, metadata={"help": "save a frame every N steps (0 = never)", "minimum": 0})
+    save_every: int = field(default=0, metadata={"help": "save a frame every N steps (0 = never)", "minimum": 0,
+                                                 "maximum": MAX_STEPS})
     gif: bool = field(default=False, metadata={"help": "also write the frames as an animated GIF"})
-    upscale: int = field(default=4, metadata={"help": "nearest-neighbour upscale of saved images", "minimum": 1})
+    upscale: int = field(default=4, metadata={
+        "help": f"nearest-neighbour upscale of saved images (the saved image at most {MAX_OUTPUT_PIXELS // 2**20} "
+                f"megapixels)", "minimum": 1, "maximum": MAX_UPSCALE})
 
 
 @dataclass

@@ -8,10 +8,10 @@ A new module gets a row here, in the lowest layer its imports allow.
 from __future__ import annotations
 
 LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("leaves", "no project imports but other leaves: errors, file helpers, losses, plain data and algorithms",
-     ("errors", "files", "slugs", "losses", "schedule", "prompts", "prompt_lists", "image_ops", "scenes",
-      "pixel_checks", "evolve", "cma", "genetic", "elitist_es", "summary", "html_pages", "plots", "layers",
-      "prompt_splits", "other_scenes", "scene_prompts", "ridge", "eval_summary")),
+    ("leaves", "no project imports but other leaves: errors, limits, file helpers, losses, plain data and algorithms",
+     ("errors", "limits", "interrupts", "safe_yaml", "files", "slugs", "losses", "schedule", "prompts",
+      "prompt_lists", "image_ops", "scenes", "pixel_checks", "evolve", "cma", "genetic", "elitist_es", "summary",
+      "html_pages", "plots", "layers", "prompt_splits", "other_scenes", "scene_prompts", "ridge", "eval_summary")),
     ("toolkit", "the registries of pluggable parts and their entries",
      ("registry", "transforms", "constraints", "postproc")),
     ("models", "loading models: the CLIPs, the classifier judge, evaluate.py's judges",

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
-from core.files import unique_path, write_text_atomically
+from core.errors import UserError
+from core.files import write_new
 from core.images import load_image, quantize as quantize_levels, save_gif, save_png
 from core.jobs import ImageOptions, RunOptions
 from core.models import Clip
+from core.prompts import names_image_file
 from core.recipes import recipe_to_yaml
 from core.render import ProgressReporter, RenderSettings, from_image, random_pixels, replay, to_image
 from core.slugs import slugify
@@ -35,12 +37,15 @@ class Output:
 
 def make_output(run: RunOptions, image: ImageOptions, method: str, label: str, clip: Clip, recipe: dict,
                 extra: dict | None = None) -> Output:
-    """The output settings of a run: file stem `<method>-<slug>` and the PNG metadata."""
+    """The output settings of a run: file stem `<method>-<slug>` (an image target's without its suffix:
+    `normal-red-3fa4b2c1`) and the PNG metadata."""
     metadata = {"prompt": label, "method": method, "seed": run.seed, "model": clip.name,
                 "recipe": json.dumps(recipe, sort_keys=True), **(extra or {})}
     if image.init:
         metadata["init"] = image.init
-    return Output(run.out, f"{method}-{slugify(label)}", metadata, recipe.get("quantize") or 0,
+    slug = slugify(label)
+    slug = slug[: -len(Path(slug).suffix)] if names_image_file(slug) else slug
+    return Output(run.out, f"{method}-{slug}", metadata, recipe.get("quantize") or 0,
                   image.upscale, image.save_every, image.gif, image.init, recipe_to_yaml(recipe))
 
 
@@ -63,7 +68,8 @@ def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSet
             tracker.log_step(step, losses)
         if output.save_every and (step + 1) % output.save_every == 0:
             frame = final_image(pixels[0].cpu(), output.quantize)
-            frames.append(frame)
+            if output.gif:  # kept only for the GIF (limits.check_output bounds them)
+                frames.append(frame)
             save_png(frame, output.directory, f"{output.stem}-step{step + 1:05d}", output.metadata,
                      output.upscale)
 
@@ -73,10 +79,13 @@ def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSet
         start = random_pixels([seed], settings.size, clip.device)
     pixels = replay(clip, stage_targets[None].to(clip.device), settings, start, view_seed=seed, on_step=on_step)
     progress.close()
+    if not bool(torch.isfinite(pixels).all()):
+        raise UserError("the image diverged to non-finite values (NaN or infinity): nothing saved; try a smaller "
+                        "--lr or weights")
     image = final_image(pixels[0].detach().cpu(), output.quantize)
     file = save_png(image, output.directory, output.stem, output.metadata, output.upscale)
     if output.recipe_yaml:  # beside the image, under a name of its own: a leftover .yaml is never replaced
-        write_text_atomically(unique_path(file.parent, file.stem, ".yaml"), output.recipe_yaml)
+        write_new(file.parent, file.stem, ".yaml", lambda handle: handle.write(output.recipe_yaml.encode("utf-8")))
     if output.gif and frames:
         save_gif(frames + [image], output.directory, output.stem, output.upscale, duration_ms=120)
     if tracker is not None:

@@ -9,10 +9,12 @@ in ``baked/README.md``.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +22,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from core.errors import UserError
+from core.errors import UserError, cut, quote
+from core.limits import MAX_PATH_FILE_BYTES, MAX_STAGES
+from core.safe_yaml import check_nesting
 from core.slugs import legacy_prompt
 
 FORMAT_NAME = "bake-microwave-path"
@@ -96,10 +100,15 @@ def cpu_float(t: Tensor) -> Tensor:
 
 
 def _check_plain(value, where: str) -> None:
-    """Only values ``torch.load(weights_only=True)`` can read back may go into a file."""
+    """Only values ``torch.load(weights_only=True)`` can read back may go into a file, and no non-finite
+    number (UserError: a bake that diverged is not saved)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"not saving a path whose {where} is {value}: the bake diverged")
     if value is None or isinstance(value, (bool, int, float, str)):
         return
     if isinstance(value, Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f"not saving a path whose {where} holds NaN or infinity: the bake diverged")
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -116,7 +125,9 @@ def _check_plain(value, where: str) -> None:
 
 def to_file_dict(path: BakedPath) -> dict:
     """The plain dict a path file holds (``torch.save`` of it); TypeError for values that could not be read
-    back with ``weights_only``."""
+    back with ``weights_only``, UserError for NaN or infinity anywhere (nothing non-finite is saved)."""
+    _check_plain(path.guides, f"guides of {quote(path.prompt)}")
+    _check_plain(path.prompt_embedding, f"prompt embedding of {quote(path.prompt)}")
     _check_plain(path.recipe, "recipe")
     _check_plain(path.metrics, "metrics")
     embedding = path.prompt_embedding
@@ -143,13 +154,17 @@ def load_path(file: str | os.PathLike, device: str | torch.device = "cpu") -> Ba
     UserError with one line naming the file.
     """
     file = Path(file)
-    if not file.is_file():
-        raise UserError(f"no baked path file at {file}")
+    if not os.path.isfile(file):  # os.path: False, not an error, for an over-long name
+        raise UserError(f"no baked path file at {cut(file)}")
+    if os.path.getsize(file) > MAX_PATH_FILE_BYTES:
+        raise UserError(f"{file} is larger than {MAX_PATH_FILE_BYTES // 2**20} MB, too large for a baked path")
     try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a file's pickle protocol: it is read or refused below
+            warnings.simplefilter("ignore")
+            data = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # weights_only reports both refused classes and plain garbage as UnpicklingError.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        refused = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(error), re.IGNORECASE)
         if refused:
             raise UserError(
                 f"{file}: refusing to load, it contains a {refused.group(1)} object "
@@ -168,11 +183,24 @@ def load_path(file: str | os.PathLike, device: str | torch.device = "cpu") -> Ba
         path = _from_file_dict(file, data)
     else:
         raise UserError(f"{file} holds a {type(data).__name__}, not a baked path")
+    _check_loaded(file, path)
     if torch.device(device) != torch.device("cpu"):
         path.guides = path.guides.to(device)
         if path.prompt_embedding is not None:
             path.prompt_embedding = path.prompt_embedding.to(device)
     return path
+
+
+def _check_loaded(file: Path, path: BakedPath) -> None:
+    """A path that could be read but not used: non-finite numbers (they would render black images and break
+    every nearest-path order), more stages than any recipe may have, or a recipe nested absurdly deep."""
+    tensors = [path.guides] + ([path.prompt_embedding] if path.prompt_embedding is not None else [])
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in tensors):
+        raise UserError(f"{file} holds NaN or infinity in its guides or prompt embedding")
+    if path.stages > MAX_STAGES:
+        raise UserError(f"{file} has {path.stages} stages; at most {MAX_STAGES}")
+    check_nesting(path.recipe, f"{file}: its recipe")
+    check_nesting(path.metrics, f"{file}: its metrics")
 
 
 def _from_legacy_tensor(file: Path, guides: Tensor) -> BakedPath:
@@ -262,12 +290,12 @@ def check_compatible(path: BakedPath, embed_dim: int, model_name: str) -> None:
     baked_with = path.model_name or "an unknown model"
     if path.embed_dim != embed_dim:
         raise UserError(
-            f"baked path {path.prompt!r} has {path.embed_dim}-dim guides from {baked_with}, "
+            f"baked path {quote(path.prompt)} has {path.embed_dim}-dim guides from {baked_with}, "
             f"but {model_name} has {embed_dim}-dim embeddings; bake it again with {model_name}"
         )
     if path.model_name is not None and path.model_name != model_name:
         print(
-            f"warning: baked path {path.prompt!r} was baked with {path.model_name}, "
+            f"warning: baked path {quote(path.prompt)} was baked with {path.model_name}, "
             f"using it with {model_name}",
             file=sys.stderr,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,9 +22,11 @@ import yaml
 
 from core.bake_settings import BakeSettings
 from core.constraints import build_constraints
-from core.errors import UserError
+from core.errors import UserError, cut, quote
+from core.limits import MAX_QUANTIZE
 from core.postproc import build_postproc
 from core.registry import Param
+from core.safe_yaml import check_nesting, load_yaml
 from core.render import RenderSettings
 from core.transforms import build_chain
 
@@ -31,7 +34,8 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 # Recipe keys that belong to no settings dataclass: how the saved image is quantised, what every prompt adds.
 OUTPUT_PARAMS = (Param("quantize", 0, "colour levels per channel of the saved image (16 = the original's "
-                                      "pixel-art look; 0 = off)", kind="int", minimum=0),)
+                                      "pixel-art look; 0 = off)", kind="int", minimum=0,
+                        maximum=MAX_QUANTIZE),)
 TARGET_PARAMS = (Param("targets", "", "weighted targets added to every prompt, e.g. 'text, words:-0.5 | "
                                       "pixel art:0.5'", kind="text"),)
 # The order recipes are written in (the YAML beside an image, errors listing the keys); keys added later
@@ -59,7 +63,7 @@ def _param(item: dataclasses.Field, hints: dict) -> Param:
     else:
         default = item.default_factory()
     return Param(item.name, default, item.metadata["help"], kind=_kind(hints[item.name]),
-                 minimum=item.metadata.get("minimum"))
+                 minimum=item.metadata.get("minimum"), maximum=item.metadata.get("maximum"))
 
 
 def recipe_params(render: type = RenderSettings, bake: type = BakeSettings) -> tuple[Param, ...]:
@@ -104,11 +108,11 @@ def recipe_path(name_or_file: str | Path) -> Path:
     """The file of a recipe: a bare name is looked up in `recipes/`, anything else is a path."""
     text = str(name_or_file)
     path = Path(text).expanduser()
-    if "/" not in text and "\\" not in text and not path.is_file():
+    if "/" not in text and "\\" not in text and not os.path.isfile(path):
         path = RECIPES_DIR / (text if path.suffix.lower() in (".yaml", ".yml") else f"{text}.yaml")
-    if not path.is_file():
+    if not os.path.isfile(path):  # os.path: False (not an error) for an over-long name
         known = ", ".join(sorted(item.stem for item in RECIPES_DIR.glob("*.yaml"))) or "none"
-        raise UserError(f"recipe not found: {text} (recipes: {known}, or a path to a .yaml file)")
+        raise UserError(f"recipe not found: {cut(text)} (recipes: {known}, or a path to a .yaml file)")
     return path
 
 
@@ -117,12 +121,7 @@ def load_recipe(name_or_file: str | Path | None = None) -> dict:
     if name_or_file is None:
         return validate_recipe(copy.deepcopy(DEFAULT_RECIPE))
     path = recipe_path(name_or_file)
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"recipe {path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    loaded = load_yaml(path)  # bounded: no aliases, limited size and nesting
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -134,6 +133,7 @@ def load_recipe(name_or_file: str | Path | None = None) -> dict:
 
 def merge_overrides(recipe: dict, overrides: dict) -> dict:
     """A copy of `recipe` where every override that is not None replaces the recipe value, validated."""
+    check_nesting(recipe, "recipe")  # before deepcopy, which would recurse through it
     merged = copy.deepcopy(recipe)
     for key, value in overrides.items():
         if value is not None:
@@ -149,16 +149,17 @@ def validate_recipe(recipe: dict, source: str = "recipe") -> dict:
     """
     if not isinstance(recipe, dict):
         raise UserError(f"{source} must be a mapping of settings")
+    check_nesting(recipe, source)
     known = [param.name for param in RECIPE_PARAMS]
     unknown = [key for key in recipe if key not in known]
     if unknown:
-        raise UserError(f"{source}: unknown key {unknown[0]!r}; valid: {', '.join(known)}")
+        raise UserError(f"{source}: unknown key {quote(unknown[0])}; valid: {', '.join(known)}")
     parsed: dict[str, Any] = {}
     for param in RECIPE_PARAMS:
         raw = recipe.get(param.name, param.default)
         value = param.parse(param.default if raw is None else raw, source)
         if param.kind not in ("list", "text") and not isinstance(value, (int, float)):
-            raise UserError(f"{source}: {param.name} expects {param.describe()}, got {raw!r}")
+            raise UserError(f"{source}: {param.name} expects {param.describe()}, got {quote(raw)}")
         parsed[param.name] = value
     if parsed["quantize"] == 1:
         raise UserError(f"{source}: quantize needs at least 2 values per channel (or 0 for off)")

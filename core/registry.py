@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
-from core.errors import UserError
+from core.errors import UserError, quote
 from core.schedule import Ramp, fraction_active, position_fraction, value_at
 
 SCHEDULE_KEYS = ("start", "end")
@@ -105,7 +105,7 @@ class Param:
         ramp = self._parse_ramp(raw)
         if ramp is not None:
             return ramp
-        raise UserError(f"{where}: parameter '{self.name}' expects {self.describe()}{self.bounds_text()}, got {raw!r}")
+        raise UserError(f"{where}: parameter '{self.name}' expects {self.describe()}{self.bounds_text()}, got {quote(raw)}")
 
     def _parse_plain(self, raw: Any) -> Any:
         if self.kind == "list":
@@ -270,7 +270,7 @@ class Registry:
     def entry(self, name: Any) -> Entry:
         """The entry called `name`; an unknown name is a UserError listing the valid ones."""
         if name not in self.entries:
-            raise UserError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
+            raise UserError(f"unknown {self.kind} {quote(name)}; valid: {', '.join(self.names())}")
         return self.entries[name]
 
     def configure(self, item: Any, total_steps: int | None = None) -> Configured:
@@ -278,13 +278,13 @@ class Registry:
         if isinstance(item, str):
             item = {item.strip(): None}
         if not isinstance(item, dict):
-            raise UserError(f"a {self.kind} must be a name or a mapping like {{name: parameters}}, got {item!r}")
+            raise UserError(f"a {self.kind} must be a name or a mapping like {{name: parameters}}, got {quote(item)}")
         names = [key for key in item if key not in SCHEDULE_KEYS]
         known = [key for key in names if key in self.entries]
         if len(names) > 1 and len(known) == 1:  # most likely a misspelt start/end
             other = next(key for key in names if key != known[0])
             raise UserError(
-                f"{self.kind} '{known[0]}': unknown key {other!r} beside the name; valid: {', '.join(SCHEDULE_KEYS)}"
+                f"{self.kind} '{known[0]}': unknown key {quote(other)} beside the name; valid: {', '.join(SCHEDULE_KEYS)}"
             )
         if len(names) != 1:
             raise UserError(
@@ -303,7 +303,7 @@ class Registry:
         unknown = [key for key in given if key not in entry.param_names()]
         if unknown:
             raise UserError(
-                f"{where}: unknown parameter {unknown[0]!r}; valid: {', '.join(entry.param_names()) or 'none'}"
+                f"{where}: unknown parameter {quote(unknown[0])}; valid: {', '.join(entry.param_names()) or 'none'}"
             )
         values = {}
         for param in entry.params:
@@ -325,7 +325,7 @@ class Registry:
             schedule = {key: given.pop(key) for key in SCHEDULE_KEYS if key in given}
             return given, schedule
         if not entry.params:
-            raise UserError(f"{where} takes no parameters, got {raw!r}")
+            raise UserError(f"{where} takes no parameters, got {quote(raw)}")
         first = entry.params[0]
         if first.kind in ("floats", "ints", "list"):
             return {first.name: raw}, {}
@@ -333,7 +333,7 @@ class Registry:
         own_params = entry.params[: len(entry.params) - len(self.common_params)] or entry.params
         if len(items) > len(own_params):
             raise UserError(
-                f"{where}: {raw!r} has more values than parameters ({', '.join(p.name for p in own_params)})"
+                f"{where}: {quote(raw)} has more values than parameters ({', '.join(p.name for p in own_params)})"
             )
         return {param.name: item for param, item in zip(own_params, items)}, {}
 
@@ -342,7 +342,7 @@ class Registry:
         if config is None:
             return []
         if not isinstance(config, (list, tuple)):
-            raise UserError(f"the {self.kind} config must be a list of items, got {config!r}")
+            raise UserError(f"the {self.kind} config must be a list of items, got {quote(config)}")
         return [self.configure(item, total_steps) for item in config]
 
     def help_text(self) -> str:

@@ -20,6 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from core.constraints import build_constraints
+from core.limits import MAX_CUTN, MAX_SIZE, MAX_STEPS_PER_STAGE
 from core.losses import range_penalty, spherical_distance, total_variation
 from core.models import Clip
 from core.postproc import build_postproc
@@ -34,8 +35,10 @@ class RenderSettings:
     command-line flag of every script that renders (`--steps-per-stage` from `steps_per_stage`, `core.cli`).
     """
 
-    size: int = field(default=128, metadata={"help": "side of the rendered image in pixels", "minimum": 8})
-    steps_per_stage: int = field(default=30, metadata={"help": "optimisation steps per stage", "minimum": 1})
+    size: int = field(default=128, metadata={"help": "side of the rendered image in pixels", "minimum": 8,
+                                             "maximum": MAX_SIZE})
+    steps_per_stage: int = field(default=30, metadata={"help": "optimisation steps per stage", "minimum": 1,
+                                                       "maximum": MAX_STEPS_PER_STAGE})
     lr: float = field(default=0.12, metadata={"help": "learning rate of the pixel optimiser (Adam)", "minimum": 0})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the pixel optimiser",
                                                        "minimum": 0})
@@ -43,7 +46,8 @@ class RenderSettings:
                                                     "minimum": 0})
     range_weight: float = field(default=1.0, metadata={"help": "weight of the penalty on pixels outside [0, 1]",
                                                        "minimum": 0})
-    cutn: int = field(default=8, metadata={"help": "augmented views per image per step", "minimum": 1})
+    cutn: int = field(default=8, metadata={"help": "augmented views per image per step", "minimum": 1,
+                                           "maximum": MAX_CUTN})
     # None = the default cutouts
     views: list | None = field(default=None, metadata={"help": "transform chain (see Transforms)",
                                                        "recipe_default": DEFAULT_VIEWS})

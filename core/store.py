@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from core.errors import UserError
+from core.errors import UserError, one_line, quote
 from core.files import write_atomically
 from core.paths import BakedPath, load_path, to_file_dict
 from core.slugs import legacy_file_name, slugify
@@ -36,11 +36,13 @@ def save_path(store_dir: str | os.PathLike, path: BakedPath, overwrite: bool = F
     without it, one of them writes and the others get the UserError.
     """
     store_dir = Path(store_dir)
-    data = to_file_dict(path)  # before touching the disk, so a bad recipe writes nothing
+    data = to_file_dict(path)  # before touching the disk, so a bad recipe or a NaN writes nothing
+    if os.path.lexists(store_dir) and not os.path.isdir(store_dir):
+        raise UserError(f"the store {quote(store_dir)} is not a folder")
     existing = find_path(store_dir, path.prompt)
     if existing is not None:
         if not overwrite:
-            raise UserError(f"already baked: {path.prompt!r} in {existing}; use --overwrite")
+            raise UserError(f"already baked: {quote(path.prompt)} in {existing}; use --overwrite")
         target = existing
     else:
         target = store_dir / f"{slugify(path.prompt)}.pt"
@@ -54,16 +56,16 @@ def save_path(store_dir: str | os.PathLike, path: BakedPath, overwrite: bool = F
             if held is not None and held != path.prompt:
                 # Should not happen (slugs differ for different prompts); never destroy it.
                 raise UserError(
-                    f"{target} already holds a different prompt ({held!r}); "
-                    f"not overwriting it with {path.prompt!r}"
+                    f"{target} already holds a different prompt ({quote(held)}); "
+                    f"not overwriting it with {quote(path.prompt)}"
                 )
             if held == path.prompt and not overwrite:  # saved by another run since find_path looked
-                raise UserError(f"already baked: {path.prompt!r} in {target}; use --overwrite")
+                raise UserError(f"already baked: {quote(path.prompt)} in {target}; use --overwrite")
     try:
         # Without --overwrite, never replace: another bake of this prompt may have saved since the check.
         write_atomically(target, lambda handle: torch.save(data, handle), replace=overwrite)
     except FileExistsError:
-        raise UserError(f"already baked: {path.prompt!r} in {target} (saved meanwhile by another run); "
+        raise UserError(f"already baked: {quote(path.prompt)} in {target} (saved meanwhile by another run); "
                         f"use --overwrite") from None
     return target
 
@@ -76,11 +78,12 @@ def _path_files(store_dir: Path) -> list[Path]:
     )
 
 
-def list_paths(store_dir: str | os.PathLike) -> list[BakedPath]:
+def list_paths(store_dir: str | os.PathLike, embed_dim: int | None = None) -> list[BakedPath]:
     """All baked paths in the store, sorted by prompt. A missing store is empty.
 
-    A file that cannot be read is skipped with a warning on stderr, so one bad file does not
-    make the whole store unusable.
+    A file that cannot be read or used (corrupt, NaN or infinity in it, `load_path`), and with `embed_dim`
+    a path of another embedding size, is skipped with one warning on stderr each, so one bad file never
+    makes the whole store unusable.
     """
     store_dir = Path(store_dir)
     if not store_dir.is_dir():
@@ -88,9 +91,15 @@ def list_paths(store_dir: str | os.PathLike) -> list[BakedPath]:
     paths = []
     for file in _path_files(store_dir):
         try:
-            paths.append(load_path(file))
+            path = load_path(file)
         except UserError as error:
-            print(f"warning: skipping {error}", file=sys.stderr)
+            print(one_line(f"warning: skipping {error}"), file=sys.stderr)
+            continue
+        if embed_dim is not None and path.embed_dim != embed_dim:
+            print(one_line(f"warning: skipping {file}: its guides are {path.embed_dim}-dim, the model's embeddings "
+                           f"{embed_dim}-dim"), file=sys.stderr)
+            continue
+        paths.append(path)
     paths.sort(key=lambda p: (p.prompt, p.file.name if p.file else ""))
     return paths
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.errors import one_line, quote
+
 
 @dataclass
 class BatchSummary:
@@ -11,7 +13,7 @@ class BatchSummary:
 
     `batches` holds one (prompts, seconds, prompt-steps) triple per batched bake; `workers` is how many
     processes or Ray task slots shared the run (`merge` combines their summaries into one); `reports`
-    maps each baked prompt to its HTML report, where one was written.
+    maps each baked prompt to its HTML report, where one was written; `lost_workers` says which workers died.
     """
 
     baked: list[str]
@@ -22,6 +24,7 @@ class BatchSummary:
     batches: tuple[tuple[int, float, int], ...] = ()
     workers: int = 1
     reports: dict[str, str] = field(default_factory=dict)
+    lost_workers: tuple[str, ...] = ()  # a line for each worker process that died (killed, crashed)
 
     @staticmethod
     def batch_line(number: int, prompts: int, seconds: float, prompt_steps: int) -> str:
@@ -43,7 +46,7 @@ class BatchSummary:
             noun = "prompt" if max(sizes) == 1 else "prompts"
             lines.append(f"  {len(self.batches)} batches of {size_range} {noun} on {self.workers} worker(s), "
                          f"{busy:.1f} s baking; per batch {min(rates):.1f} to {max(rates):.1f} prompt-steps/s")
-        lines += [f"  failed: {prompt!r}: {reason}" for prompt, reason in self.failed]
+        lines += [f"  failed: {quote(prompt)}: {one_line(reason)}" for prompt, reason in self.failed]
         return "\n".join(lines)
 
     @classmethod

@@ -100,9 +100,9 @@ def test_bad_methods_and_counts_are_one_line_errors(tmp_path):
     prompts.write_text("a red circle\n")
     for extra, message in ((["--methods", "normal,bogus"], "unknown method(s) bogus"),
                            (["--methods", " , "], "unknown method(s) (none given)"),
-                           (["--seeds", "0"], "--seeds: must be at least 1, got 0"),
-                           (["--batch-size", "0"], "the batch size must be at least 1"),
-                           (["--starts", "0"], "--starts: must be at least 1, got 0")):
+                           (["--seeds", "0"], "--seeds: must be 1 to 1000, got '0'"),
+                           (["--batch-size", "0"], "the batch size must be 1 to 4096, got '0'"),
+                           (["--starts", "0"], "--starts: must be 1 to 256, got '0'")):
         result = run_script("evaluate.py", str(prompts), "--model", "tiny", "--quiet", *extra, cwd=tmp_path)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (extra, result.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -108,11 +109,14 @@ def test_normal_reproducible_from_seed(tmp_path):
 
 def test_image_as_target(tmp_path):
     from core.images import save_png
+    from core.targets import image_label
 
     target = save_png(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)), tmp_path, "photo", {})
     result = ok(run_script("normal.py", str(target), *FAST, "--steps", "2", cwd=tmp_path))
-    assert "normal-photo" in result.stdout
-    assert read_png_metadata(tmp_path / "outputs" / "normal-photo.png")["prompt"] == "photo"
+    label = image_label(str(target))  # keyed by its content: photo-<8 hex digits>.png
+    assert re.fullmatch(r"photo-[0-9a-f]{8}\.png", label)
+    assert f"normal-{label[:-4]}.png" in result.stdout
+    assert read_png_metadata(tmp_path / "outputs" / f"normal-{label[:-4]}.png")["prompt"] == label
 
 
 def test_auto_microwave_on_legacy_store(tmp_path):
@@ -130,7 +134,7 @@ def test_auto_microwave_on_legacy_store(tmp_path):
 
 def test_batch_bake_skips_goes_on_and_summarises(tmp_path):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("# shapes\na red circle\n\n" + "word " * 90 + "\na blue square  # trailing comment\n")
+    prompts.write_text("# shapes\na red circle\n\n" + "word " * 90 + "\na blue square\n  # an indented comment\n")
     first = run_script("batch_bake.py", str(prompts), *FAST_BAKE, cwd=tmp_path)
     assert first.returncode == 1  # one prompt failed, the others were baked
     assert "baked 2, skipped 0" in first.stdout and "failed 1" in first.stdout
@@ -142,15 +146,16 @@ def test_batch_bake_skips_goes_on_and_summarises(tmp_path):
     assert (reports / "batch.html").is_file() and (reports / "a_red_circle" / "index.html").is_file()
     # Baked again into another store, writing to the same outputs: the new report gets a folder of its own,
     # and the batch page links that one, not the first bake's.
-    # An image target is listed and linked under its file name.
+    # An image target is listed and linked under its key (its file name and content).
     from core.images import save_png
+    from core.targets import image_label
 
     image = save_png(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)), tmp_path, "photo", {})
     ok(run_script("batch_bake.py", "a red circle", str(image), *FAST_BAKE, "--store", "other", cwd=tmp_path))
     assert (reports / "a_red_circle-1" / "index.html").is_file()
     third_page = (reports / "batch-2.html").read_text()
     assert 'href="a_red_circle-1/index.html"' in third_page and "a_red_circle/index.html" not in third_page
-    assert 'href="photo/index.html"' in third_page
+    assert f'href="{image_label(str(image))}/index.html"' in third_page
 
 
 def test_user_errors_are_one_line(tmp_path):

@@ -546,7 +546,7 @@ def test_nearest_ordering_and_distances(nearest_store):
     distances = [d for _, d in found]
     expected = [0.0, math.pi**2 / 32, math.pi**2 / 8, math.pi**2 / 8, math.pi**2 / 2]
     assert distances == pytest.approx(expected, abs=1e-5)
-    assert encoder.calls == [["legacy one", "too wide"]]
+    assert encoder.calls == [["legacy one"]]  # the path of another size is skipped (with a warning), not encoded
 
 
 def test_nearest_excludes_and_limits(nearest_store):
