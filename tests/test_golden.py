@@ -28,7 +28,8 @@ from core.images import load_image, read_png_metadata
 GOLDEN = REPO / "tests" / "data" / "golden"
 RECORD = os.environ.get("GOLDEN_RECORD") == "1"
 MODEL = ["--model", "tiny", "--device", "cpu", "--quiet"]
-IMAGE = [*MODEL, "--recipe", "quick", "--size", "16", "--steps-per-stage", "2", "--cutn", "2", "--upscale", "1"]
+IMAGE = [*MODEL, "--recipe", str(GOLDEN / "recipe.yaml"), "--size", "16", "--steps-per-stage", "2", "--cutn", "2",
+         "--upscale", "1"]
 BAKE = [*MODEL, "--size", "16", "--stages", "2", "--steps-per-stage", "3", "--cutn", "2"]
 # One 8-bit level is 1/255; two allow a flipped rounding on top of float noise. The images move far more
 # than that from their random start (checked below), so the check still sees any real change.
