@@ -10,7 +10,7 @@ from core.bake import BakeResult
 from core.images import save_gif
 from core.models import Clip
 from core.paths import load_path
-from core.render import RenderSettings, random_pixels, replay, to_image
+from core.render import RenderSettings, draw, random_start, replay
 from core.report import write_bake_report, write_batch_report
 from core.slugs import slugify
 from core.store import find_path
@@ -25,10 +25,10 @@ def stage_images(clip: Clip, guides: torch.Tensor, settings: RenderSettings,
 
     def on_step(step: int, pixels: torch.Tensor, losses: torch.Tensor) -> None:
         if (step + 1) % settings.steps_per_stage == 0:
-            for index, image in enumerate(to_image(pixels).clamp(0, 1).cpu()):
+            for index, image in enumerate(draw(settings, pixels).cpu()):
                 snapshots[index].append(image)
 
-    replay(clip, guides.to(clip.device), settings, random_pixels(seeds, settings.size, clip.device),
+    replay(clip, guides.to(clip.device), settings, random_start(settings, seeds, clip.device),
            view_seed=seeds[0], on_step=on_step)
     return snapshots
 

@@ -30,7 +30,7 @@ from core.limits import check_batch
 from core.losses import range_penalty, spherical_distance, total_variation
 from core.meta_loss import Critic
 from core.models import Clip, _clip_package, load_clip, resolve_critic, resolve_device
-from core.render import Pipeline, RenderSettings, autocast_for, random_pixels, replay, to_image
+from core.render import Pipeline, RenderSettings, autocast_for, random_pixels, random_start, replay, to_image
 from core.sizing import AUTO, resolve_batch_size
 
 VIT_B_32 = "vit-b-32"
@@ -112,7 +112,7 @@ def replay_rate(clip: Clip, prompts: int, settings: RenderSettings, steps: int, 
     """Prompt-steps/s of `core.render.replay` optimising `prompts` images at once for `steps` steps."""
     staged, stages = _stage_settings(settings, steps)
     targets = _targets(clip, prompts, stages)
-    start = random_pixels(list(range(prompts)), settings.size, clip.device)
+    start = random_start(settings, list(range(prompts)), clip.device)
     pipeline = Pipeline.build(staged, clip)
     replay(clip, targets[:, :1], replace(staged, steps_per_stage=1), start,
            pipeline=pipeline)  # warm-up
@@ -124,7 +124,7 @@ def sequential_rate(clip: Clip, runs: int, settings: RenderSettings, steps: int,
     """Prompt-steps/s of `runs` one-prompt replays run one after another (what batching replaces)."""
     staged, stages = _stage_settings(settings, steps)
     targets = _targets(clip, runs, stages)
-    starts = random_pixels(list(range(runs)), settings.size, clip.device)
+    starts = random_start(settings, list(range(runs)), clip.device)
     pipeline = Pipeline.build(staged, clip)
     replay(clip, targets[:1, :1], replace(staged, steps_per_stage=1), starts[:1],
            pipeline=pipeline)  # warm-up

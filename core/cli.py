@@ -21,6 +21,7 @@ from typing import Callable
 
 from core.bake_settings import BakeSettings
 from core.constraints import CONSTRAINTS
+from core.drawers import DRAWERS
 from core.errors import QUOTE_LIMIT, UserError, one_line, quote
 from core.files import disk_full_message, is_disk_full
 from core.interrupts import EXIT_INTERRUPTED
@@ -39,7 +40,7 @@ EXIT_USAGE = 2
 # getattr(args, name, None)), and no "(default: None)" in --help.
 NOT_GIVEN = argparse.SUPPRESS
 
-_TYPES = {"int": int, "float": float, "text": str}
+_TYPES = {"int": int, "float": float, "text": str, "entry": str}
 
 # Settings fields whose values are names from a registry: the flag offers those names (with their docs).
 CHOICES = {"meta": {name: doc for name, (_, doc) in META_OPTIMIZERS.items()}}
@@ -153,9 +154,10 @@ def bake_prompts_arg(text: str) -> int | str:
 # --- parsers -----------------------------------------------------------------------------------------
 
 def toolkit_epilog() -> str:
-    """The transforms, constraints and post-processing a recipe can use, listed from their registries."""
+    """The drawers, transforms, constraints and post-processing a recipe can use, listed from their registries."""
     parts = [f"{registry.title} (recipe key '{key}'):\n" + "\n".join(f"  {line}" for line in registry.help_text().splitlines())
-             for key, registry in (("views", TRANSFORMS), ("constraints", CONSTRAINTS), ("postproc", POSTPROC))]
+             for key, registry in (("drawer", DRAWERS), ("views", TRANSFORMS), ("constraints", CONSTRAINTS),
+                                   ("postproc", POSTPROC))]
     return "\n\n".join(parts) + "\n\nFull reference: docs/reference.md"
 
 

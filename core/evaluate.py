@@ -35,7 +35,7 @@ from core.models import Clip
 from core.nearest import nearest_paths
 from core.paths import check_compatible, load_path
 from core.pixel_checks import colour_fraction, colour_in_half, dominant_colour
-from core.render import ProgressReporter, RenderSettings, random_pixels, replay, to_image
+from core.render import ProgressReporter, RenderSettings, draw, random_start, replay
 from core.report import write_comparison_page
 from core.scenes import COLOURS, POSITION_PHRASES, RELATIONS
 from core.slugs import slugify
@@ -169,10 +169,10 @@ def render_batch(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettin
     """
     progress = ProgressReporter(stage_targets.shape[1] * settings.steps_per_stage, label or "",
                                 enabled=label is not None)
-    start = random_pixels(seeds, settings.size, clip.device)
+    start = random_start(settings, seeds, clip.device)
     pixels = replay(clip, stage_targets, settings, start, view_seed=view_seed, on_step=progress)
     progress.close()
-    return to_image(pixels.detach()).clamp(0, 1)
+    return draw(settings, pixels.detach())
 
 
 def evaluate(clip: Clip, judges: list[Judge], prompts: list[str], settings: RenderSettings, stages: int,

@@ -27,7 +27,7 @@ from core.images import save_png
 from core.models import Clip, load_clip
 from core.output import final_image
 from core.paths import BakedPath
-from core.render import RenderSettings, random_pixels, replay
+from core.render import RenderSettings, random_start, replay
 
 GALLERY_DIR = ".gallery"
 OWN = "own"  # each path on the model it was baked with
@@ -123,10 +123,10 @@ def _replay_batch(clip: Clip, batch: list[Shot], seed: int, on_step) -> None:
     """Replay a batch of paths (same model, settings, stages) from the seed and save each final image."""
     settings = batch[0].settings
     targets = torch.stack([shot.path.guides for shot in batch]).to(clip.device)
-    start = random_pixels([seed] * len(batch), settings.size, clip.device)
+    start = random_start(settings, [seed] * len(batch), clip.device)
     pixels = replay(clip, targets, settings, start, view_seed=seed, on_step=on_step)
     for index, shot in enumerate(batch):
-        image = final_image(pixels[index].detach().cpu(), shot.quantize)
+        image = final_image(settings, pixels[index].detach().cpu(), shot.quantize)
         save_png(image, shot.image.parent, shot.image.stem,
                  {"prompt": shot.path.prompt, "model": clip.name, "seed": seed, "path": shot.path.file.name})
 

@@ -13,7 +13,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
       "prompt_lists", "image_ops", "scenes", "pixel_checks", "evolve", "cma", "genetic", "elitist_es", "summary",
       "html_pages", "plots", "layers", "prompt_splits", "other_scenes", "scene_prompts", "ridge", "eval_summary")),
     ("toolkit", "the registries of pluggable parts and their entries",
-     ("registry", "transforms", "constraints", "postproc")),
+     ("registry", "drawers", "transforms", "constraints", "postproc")),
     ("models", "loading models: the CLIPs, the classifier judge, evaluate.py's judges",
      ("scenes_clip", "open_clip_models", "models", "classifier_judge", "classifier_judge_data", "judges")),
     ("render", "the pixel renderer, and what a bake's settings and stage targets are made of",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from core.models import Clip
-from core.render import Pipeline, RenderSettings, final_loss, random_pixels, replay
+from core.render import Pipeline, RenderSettings, final_loss, replay
 from core.transforms import build_chain
 
 
@@ -63,14 +63,14 @@ class Critic:
         return Critic(self.clip, torch.cat([self.prompt_embeddings, self.prompt_embeddings]), self.weight)
 
 
-def _scored_loss(clip: Clip, pixels: torch.Tensor, prompt_embeddings: torch.Tensor, meta_views: int,
+def _scored_loss(clip: Clip, images: torch.Tensor, prompt_embeddings: torch.Tensor, meta_views: int,
                  seed: int) -> torch.Tensor:
-    """Final loss [N] of pixels by `clip`, on `meta_views` augmented views when > 0 (see META_VIEWS)."""
+    """Final loss [N] of images by `clip`, on `meta_views` augmented views when > 0 (see META_VIEWS)."""
     views, generator = None, None
     if meta_views > 0:
         views = build_chain(META_VIEWS, clip.image_size)
         generator = torch.Generator(device=clip.device).manual_seed(seed)
-    return final_loss(clip, pixels, prompt_embeddings, views, meta_views, generator)
+    return final_loss(clip, images, prompt_embeddings, views, meta_views, generator)
 
 
 def replay_loss(clip: Clip, guides: torch.Tensor, prompt_embeddings: torch.Tensor, settings: RenderSettings,
@@ -82,18 +82,19 @@ def replay_loss(clip: Clip, guides: torch.Tensor, prompt_embeddings: torch.Tenso
     scores it too (see `Critic`).
     """
     prompts = guides.shape[0]
-    start = random_pixels(start_seeds(seeds, draw, starts), settings.size, clip.device)
+    start = pipeline.drawer.init(start_seeds(seeds, draw, starts), clip.device)
     targets = guides.repeat_interleave(starts, dim=0)
     pixels = replay(clip, targets, settings, start, view_seed=derive_seed(view_seed, draw), unroll=unroll,
                     pipeline=pipeline)
+    images = pipeline.drawer.image(pixels)
     view_draw = derive_seed(view_seed, draw, 1)
-    losses = torch.zeros(prompts * starts, device=pixels.device)
+    losses = torch.zeros(prompts * starts, device=images.device)
     if critic is None or critic.weight < 1:
         guide_weight = 1.0 if critic is None else 1 - critic.weight
-        losses = losses + guide_weight * _scored_loss(clip, pixels, prompt_embeddings.repeat_interleave(starts, dim=0),
+        losses = losses + guide_weight * _scored_loss(clip, images, prompt_embeddings.repeat_interleave(starts, dim=0),
                                                       meta_views, view_draw)
     if critic is not None and critic.weight > 0:
-        losses = losses + critic.weight * _scored_loss(critic.clip, pixels,
+        losses = losses + critic.weight * _scored_loss(critic.clip, images,
                                                        critic.prompt_embeddings.repeat_interleave(starts, dim=0),
                                                        meta_views, view_draw)
     return losses.view(prompts, starts)

@@ -15,7 +15,7 @@ from core.jobs import ImageOptions, RunOptions
 from core.models import Clip
 from core.prompts import names_image_file
 from core.recipes import recipe_to_yaml
-from core.render import ProgressReporter, RenderSettings, from_image, random_pixels, replay, to_image
+from core.render import ProgressReporter, RenderSettings, draw, image_start, random_start, replay
 from core.slugs import slugify
 from core.tracking import Tracker
 
@@ -49,9 +49,10 @@ def make_output(run: RunOptions, image: ImageOptions, method: str, label: str, c
                   image.upscale, image.save_every, image.gif, image.init, recipe_to_yaml(recipe))
 
 
-def final_image(pixels: torch.Tensor, quantize: int) -> torch.Tensor:
-    """Raw pixels [3,H,W] -> the saved image: clamped, optionally quantised to `quantize` levels."""
-    image = to_image(pixels).clamp(0, 1)
+def final_image(settings: RenderSettings, pixels: torch.Tensor, quantize: int) -> torch.Tensor:
+    """The drawer's parameters of one image -> the saved image [3,H,W]: clamped, optionally quantised to
+    `quantize` levels."""
+    image = draw(settings, pixels[None])[0]
     return quantize_levels(image, quantize) if quantize else image
 
 
@@ -67,22 +68,22 @@ def render_and_save(clip: Clip, stage_targets: torch.Tensor, settings: RenderSet
         if tracker is not None:
             tracker.log_step(step, losses)
         if output.save_every and (step + 1) % output.save_every == 0:
-            frame = final_image(pixels[0].cpu(), output.quantize)
+            frame = final_image(settings, pixels[0].cpu(), output.quantize)
             if output.gif:  # kept only for the GIF (limits.check_output bounds them)
                 frames.append(frame)
             save_png(frame, output.directory, f"{output.stem}-step{step + 1:05d}", output.metadata,
                      output.upscale)
 
     if output.init:
-        start = from_image(load_image(output.init, settings.size))[None].to(clip.device)
+        start = image_start(settings, load_image(output.init, settings.size)[None]).to(clip.device)
     else:
-        start = random_pixels([seed], settings.size, clip.device)
+        start = random_start(settings, [seed], clip.device)
     pixels = replay(clip, stage_targets[None].to(clip.device), settings, start, view_seed=seed, on_step=on_step)
     progress.close()
     if not bool(torch.isfinite(pixels).all()):
         raise UserError("the image diverged to non-finite values (NaN or infinity): nothing saved; try a smaller "
                         "--lr or weights")
-    image = final_image(pixels[0].detach().cpu(), output.quantize)
+    image = final_image(settings, pixels[0].detach().cpu(), output.quantize)
     file = save_png(image, output.directory, output.stem, output.metadata, output.upscale)
     if output.recipe_yaml:  # beside the image, under a name of its own: a leftover .yaml is never replaced
         write_new(file.parent, file.stem, ".yaml", lambda handle: handle.write(output.recipe_yaml.encode("utf-8")))

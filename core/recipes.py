@@ -2,8 +2,8 @@
 
 A recipe is a name (`original` is `recipes/original.yaml` in the repository) or a path to a YAML
 file. Keys left out take the defaults below; command-line values that are given replace recipe
-values. `views`, `constraints` and `postproc` are lists of toolkit entries (sections below);
-without `views` the default chain is used. normal, microwave and auto_microwave save the resolved
+values. `drawer` is one toolkit entry, `views`, `constraints` and `postproc` are lists of them (sections
+below); without `views` the default chain is used. normal, microwave and auto_microwave save the resolved
 recipe beside each image (`<image>.yaml`); a baked path keeps it in its file.
 """
 
@@ -22,6 +22,7 @@ import yaml
 
 from core.bake_settings import BakeSettings
 from core.constraints import build_constraints
+from core.drawers import build_drawer, drawer_name
 from core.errors import UserError, cut, quote
 from core.limits import MAX_QUANTIZE
 from core.postproc import build_postproc
@@ -40,10 +41,10 @@ TARGET_PARAMS = (Param("targets", "", "weighted targets added to every prompt, e
                                       "pixel art:0.5'", kind="text"),)
 # The order recipes are written in (the YAML beside an image, errors listing the keys); keys added later
 # follow in the order they are declared.
-KEY_ORDER = ("size", "stages", "steps_per_stage", "lr", "weight_decay", "tv_weight", "range_weight", "cutn",
-             "quantize", "meta_steps", "targets", "views", "constraints", "postproc")
+KEY_ORDER = ("size", "stages", "steps_per_stage", "drawer", "lr", "weight_decay", "tv_weight", "range_weight",
+             "cutn", "quantize", "meta_steps", "targets", "views", "constraints", "postproc")
 _KINDS = {int: "int", float: "float", str: "text", bool: "bool"}
-FLAG_KINDS = ("int", "float", "text")  # recipe values a command-line flag can give
+FLAG_KINDS = ("int", "float", "text", "entry")  # recipe values a command-line flag can give (an entry: its name)
 
 
 def _kind(hint) -> str:
@@ -62,7 +63,7 @@ def _param(item: dataclasses.Field, hints: dict) -> Param:
         default = item.default
     else:
         default = item.default_factory()
-    return Param(item.name, default, item.metadata["help"], kind=_kind(hints[item.name]),
+    return Param(item.name, default, item.metadata["help"], kind=item.metadata.get("kind", _kind(hints[item.name])),
                  minimum=item.metadata.get("minimum"), maximum=item.metadata.get("maximum"))
 
 
@@ -158,7 +159,7 @@ def validate_recipe(recipe: dict, source: str = "recipe") -> dict:
     for param in RECIPE_PARAMS:
         raw = recipe.get(param.name, param.default)
         value = param.parse(param.default if raw is None else raw, source)
-        if param.kind not in ("list", "text") and not isinstance(value, (int, float)):
+        if param.kind not in ("list", "text", "entry") and not isinstance(value, (int, float)):
             raise UserError(f"{source}: {param.name} expects {param.describe()}, got {quote(raw)}")
         parsed[param.name] = value
     if parsed["quantize"] == 1:
@@ -168,6 +169,10 @@ def validate_recipe(recipe: dict, source: str = "recipe") -> dict:
     build_chain(parsed["views"], 224, total_steps)
     build_constraints(parsed["constraints"], total_steps)
     build_postproc(parsed["postproc"], total_steps)
+    build_drawer(parsed["drawer"], 8)
+    if parsed["postproc"] and drawer_name(parsed["drawer"]) != "pixels":
+        raise UserError(f"{source}: postproc edits pixels, so it needs the pixels drawer (drawer: "
+                        f"{drawer_name(parsed['drawer'])})")
     return parsed
 
 

@@ -8,7 +8,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from core import constraints, postproc, prompts, recipes, schedule, transforms
+from core import constraints, drawers, postproc, prompts, recipes, schedule, transforms
 from core.files import write_text_atomically
 from core.registry import params_table
 
@@ -62,6 +62,7 @@ def reference_markdown() -> str:
         "",
         inspect.cleandoc(prompts.__doc__.split("\n", 2)[2]),
         "",
+        drawers.DRAWERS.markdown(),
         transforms.TRANSFORMS.markdown(),
         constraints.CONSTRAINTS.markdown(),
         postproc.POSTPROC.markdown(),

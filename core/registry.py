@@ -64,8 +64,8 @@ class Param:
     """One parameter of an entry.
 
     kind: `float`, `int`, `bool`, `text`, `floats` / `ints` (lists, lengths limited by `count`),
-    `size` (int: pixels, float: multiple of the side of the image given to the chain), or `list` (a list, kept
-    as given, e.g. a config list).
+    `size` (int: pixels, float: multiple of the side of the image given to the chain), `list` (a list, kept
+    as given, e.g. a config list) or `entry` (a registry entry: a name or {name: parameters}, kept as given).
     A default of None makes the parameter optional (None means "not given").
     """
 
@@ -92,6 +92,7 @@ class Param:
             "text": "one of " + ", ".join(self.choices) if self.choices else "text",
             "size": "pixels (int) or a multiple of the image side (float)",
             "list": "a list",
+            "entry": "a name or {name: parameters}",
         }[self.kind]
 
     def parse(self, raw: Any, where: str) -> Any:
@@ -112,6 +113,10 @@ class Param:
             if not isinstance(raw, (list, tuple)):
                 raise _BadValue()
             return list(raw)
+        if self.kind == "entry":
+            if not isinstance(raw, (str, dict)):
+                raise _BadValue()
+            return raw
         if self.kind == "bool":
             if isinstance(raw, bool):
                 return raw

@@ -1,12 +1,13 @@
-"""The pixel renderer: optimise raw RGB pixels toward CLIP targets, one target per stage.
+"""The renderer: optimise an image's parameters toward CLIP targets, one target per stage.
 
-One function, `replay`, runs the inner loop for a batch of P prompts at once (pixels [P,3,H,W], stage
-targets [P,S,D]); `normal`, `microwave`, `auto_microwave` and the bake all call it. It uses a
-*functional* Adam so the same loop can also be differentiated (see `unroll`), which is how a bake's
-meta-loss reaches the guides.
+One function, `replay`, runs the inner loop for a batch of P prompts at once (`pixels`: the drawer's
+parameters [P, ...], stage targets [P,S,D]); `normal`, `microwave`, `auto_microwave` and the bake all call
+it. It uses a *functional* Adam so the same loop can also be differentiated (see `unroll`), which is how a
+bake's meta-loss reaches the guides.
 
-Pixels are kept raw (unbounded) and mapped to an image by `(raw + 1) / 2`; the range penalty keeps the
-image in [0, 1], and CLIP sees it normalised by its own mean/std (`Clip.encode_images`).
+The recipe's drawer (`core.drawers`) turns the parameters into an image: by default raw pixels mapped by
+`(raw + 1) / 2`, which the range penalty keeps in [0, 1]. CLIP sees the image normalised by its own
+mean/std (`Clip.encode_images`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from core.constraints import build_constraints
+from core.drawers import DEFAULT_DRAWER, build_drawer, uniform_pixels
 from core.limits import MAX_CUTN, MAX_SIZE, MAX_STEPS_PER_STAGE
 from core.losses import range_penalty, spherical_distance, total_variation
 from core.models import Clip
@@ -39,6 +41,9 @@ class RenderSettings:
                                              "maximum": MAX_SIZE})
     steps_per_stage: int = field(default=30, metadata={"help": "optimisation steps per stage", "minimum": 1,
                                                        "maximum": MAX_STEPS_PER_STAGE})
+    drawer: str | dict = field(default=DEFAULT_DRAWER, metadata={
+        "help": "how the image is parametrised: a drawer's name, or {name: parameters} in a recipe (see Drawers)",
+        "kind": "entry"})
     lr: float = field(default=0.12, metadata={"help": "learning rate of the pixel optimiser (Adam)", "minimum": 0})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the pixel optimiser",
                                                        "minimum": 0})
@@ -83,7 +88,10 @@ def adam_update(grad: torch.Tensor, pixels: torch.Tensor, state: AdamState, lr: 
     exp_avg_sq = state.exp_avg_sq * beta2 + grad * grad * (1 - beta2)
     bias1 = 1 - beta1 ** step
     bias2 = 1 - beta2 ** step
-    update = -lr * (exp_avg / bias1) / ((exp_avg_sq / bias2).sqrt() + eps) - lr * weight_decay * pixels
+    # The clamp changes no value Adam meets (float32 rounds v + 1e-30 to v), but keeps the gradient of the
+    # square root finite where a parameter's gradient is exactly 0 (a shape off the image): inf * 0 is NaN.
+    denominator = (exp_avg_sq / bias2).clamp_min(1e-30).sqrt() + eps
+    update = -lr * (exp_avg / bias1) / denominator - lr * weight_decay * pixels
     return update, AdamState(exp_avg.detach(), exp_avg_sq.detach(), step)
 
 
@@ -102,17 +110,35 @@ def random_pixels(seeds: list[int], size: int, device: torch.device) -> torch.Te
 
     Per-prompt generators make a prompt's start independent of what else is in the batch.
     """
-    starts = []
-    for seed in seeds:
-        generator = torch.Generator().manual_seed(int(seed))
-        starts.append(torch.rand(3, size, size, generator=generator) * 2 - 1)
-    return torch.stack(starts).to(device)
+    return uniform_pixels(seeds, size).to(device)
+
+
+def drawer_of(settings: RenderSettings):
+    """The settings' drawer at their image size (`core.drawers`)."""
+    return build_drawer(settings.drawer, settings.size)
+
+
+def random_start(settings: RenderSettings, seeds: list[int], device: torch.device) -> torch.Tensor:
+    """The drawer's random start [P, ...], one seeded generator per prompt (the pixels drawer:
+    `random_pixels`)."""
+    return drawer_of(settings).init(seeds, device)
+
+
+def image_start(settings: RenderSettings, images: torch.Tensor) -> torch.Tensor:
+    """The drawer's parameters [P, ...] that draw images [P,3,H,W] in [0, 1] (for --init)."""
+    return drawer_of(settings).from_image(images)
+
+
+def draw(settings: RenderSettings, pixels: torch.Tensor) -> torch.Tensor:
+    """The image [P,3,H,W] of the drawer's parameters, clamped to [0, 1]: what is saved or judged."""
+    return drawer_of(settings).image(pixels).clamp(0, 1)
 
 
 @dataclass
 class Pipeline:
     """The recipe's pluggable parts, built once per run."""
 
+    drawer: object  # parameters [P, ...] -> images [P,3,H,W] (`core.drawers`)
     views: Callable  # (images, progress, generator, n_views) -> views [P*n_views, 3, r, r]
     constraints: Callable  # (images, progress) -> [P]
     postproc: Callable  # (images, progress) -> images
@@ -121,7 +147,7 @@ class Pipeline:
     def build(cls, settings: RenderSettings, clip: Clip, total_steps: int | None = None) -> "Pipeline":
         """Build the parts; `total_steps` resolves `start`/`end` given in steps."""
         views = settings.views if settings.views is not None else DEFAULT_VIEWS
-        return cls(build_chain(views, clip.image_size, total_steps),
+        return cls(drawer_of(settings), build_chain(views, clip.image_size, total_steps),
                    build_constraints(settings.constraints, total_steps),
                    build_postproc(settings.postproc, total_steps))
 
@@ -137,7 +163,7 @@ def guide_loss(clip: Clip, pixels: torch.Tensor, targets: torch.Tensor, settings
                pipeline: Pipeline, progress: float, generator: torch.Generator,
                twice_differentiable: bool = False) -> torch.Tensor:
     """The inner loss per prompt [P]: mean spherical distance of the views to the target + regularisers."""
-    images = to_image(pixels)
+    images = pipeline.drawer.image(pixels)
     batch = images.shape[0]
     views = pipeline.views(images, progress, generator, settings.cutn)
     encode = clip.encode_images if twice_differentiable else clip.encode_images_fast
@@ -149,19 +175,19 @@ def guide_loss(clip: Clip, pixels: torch.Tensor, targets: torch.Tensor, settings
             + settings.range_weight * range_penalty(images) + pipeline.constraints(images, progress))
 
 
-def final_loss(clip: Clip, pixels: torch.Tensor, prompt_embeddings: torch.Tensor, views: Callable | None = None,
+def final_loss(clip: Clip, images: torch.Tensor, prompt_embeddings: torch.Tensor, views: Callable | None = None,
                n_views: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The meta-loss per prompt [P]: spherical distance of the final image to the prompt.
+    """The meta-loss per prompt [P]: spherical distance of the final images [P,3,H,W] to the prompt.
 
     With a `views` chain and `n_views > 0`, the mean over that many augmented views of the image
     instead: a pattern that only fools CLIP at one exact framing does not survive them.
     """
-    images = to_image(pixels).clamp(0, 1)
+    images = images.clamp(0, 1)
     if views is None or n_views <= 0:
-        with autocast_for(pixels.device):
+        with autocast_for(images.device):
             embeddings = clip.encode_images(images)
         return spherical_distance(embeddings, prompt_embeddings)
-    with autocast_for(pixels.device):
+    with autocast_for(images.device):
         embeddings = clip.encode_images(views(images, 1.0, generator, n_views))
     embeddings = embeddings.view(images.shape[0], n_views, -1)
     return spherical_distance(embeddings, prompt_embeddings[:, None, :]).mean(dim=1)
@@ -173,7 +199,8 @@ StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, start: torch.Tensor,
            view_seed: int = 0, unroll: int = 0, on_step: StepCallback | None = None,
            pipeline: Pipeline | None = None) -> torch.Tensor:
-    """Optimise `start` raw pixels [P,3,H,W] toward stage_targets [P,S,D], `steps_per_stage` steps a stage.
+    """Optimise `start` [P, ...] (the drawer's parameters, raw pixels [P,3,H,W] by default) toward
+    stage_targets [P,S,D], `steps_per_stage` steps a stage.
 
     One Adam runs through all stages, so a path whose stages all equal the prompt is exactly a plain
     ("normal") run of the same total steps.
@@ -218,7 +245,8 @@ def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, st
             pixels = pixels + update
             if settings.postproc:
                 with torch.no_grad():
-                    edited = from_image(pipeline.postproc(to_image(pixels.detach()), progress))
+                    edited = pipeline.drawer.from_image(pipeline.postproc(pipeline.drawer.image(pixels.detach()),
+                                                                          progress))
                 pixels = pixels + (edited - pixels.detach())  # straight-through: the edit has no gradient
             if on_step is not None:
                 on_step(step, pixels.detach(), losses.detach())

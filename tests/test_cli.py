@@ -32,7 +32,8 @@ def test_every_render_setting_is_a_recipe_key_and_its_numbers_are_flags():
     assert {item.name for item in dataclasses.fields(RenderSettings)} <= keys
     assert {"stages", "meta_steps"} <= keys and "meta_lr" not in keys  # only the marked bake settings
     flags = {param.name for param in recipes.FLAG_PARAMS}
-    assert flags == {"size", "steps_per_stage", "lr", "weight_decay", "tv_weight", "range_weight", "cutn", "quantize"}
+    assert flags == {"size", "steps_per_stage", "drawer", "lr", "weight_decay", "tv_weight", "range_weight", "cutn",
+                     "quantize"}
     # the order recipes were always written in (the YAML beside an image, the list of valid keys)
     assert [param.name for param in recipes.RECIPE_PARAMS] == list(recipes.KEY_ORDER)
 
@@ -64,27 +65,27 @@ def test_a_field_added_to_the_settings_is_a_recipe_key_and_a_flag(monkeypatch):
 
     @dataclass
     class Render(RenderSettings):
-        drawer: str = field(default="pixels", metadata={"help": "what draws the image"})
+        dither: str = field(default="none", metadata={"help": "how the image is dithered"})
 
     @dataclass
     class Bake(BakeSettings):
         meta_momentum: float = field(default=0.9, metadata={"help": "momentum of the guides", "minimum": 0})
 
     params = recipes.recipe_params(Render, Bake)
-    drawer = next(param for param in params if param.name == "drawer")
-    assert (drawer.kind, drawer.default, drawer.doc) == ("text", "pixels", "what draws the image")
-    assert params[-1] is drawer  # new keys follow the ones of KEY_ORDER
+    dither = next(param for param in params if param.name == "dither")
+    assert (dither.kind, dither.default, dither.doc) == ("text", "none", "how the image is dithered")
+    assert params[-1] is dither  # new keys follow the ones of KEY_ORDER
     flags = recipes.flag_params(params, Render)
-    args = bake_parser(Bake, flags).parse_args(["--drawer", "lines", "--meta-momentum", "0.5"])
-    assert cli.recipe_choice(args, flags, Bake).overrides == {"drawer": "lines"}
+    args = bake_parser(Bake, flags).parse_args(["--dither", "fine", "--meta-momentum", "0.5"])
+    assert cli.recipe_choice(args, flags, Bake).overrides == {"dither": "fine"}
     assert cli.bake_settings(args, Bake).meta_momentum == 0.5
-    with pytest.raises(UserError, match="unknown key 'drawer'"):
-        recipes.validate_recipe({"drawer": "lines"})
+    with pytest.raises(UserError, match="unknown key 'dither'"):
+        recipes.validate_recipe({"dither": "fine"})
     monkeypatch.setattr(recipes, "RECIPE_PARAMS", params)
-    assert recipes.validate_recipe({"drawer": "lines"})["drawer"] == "lines"
-    assert Render.from_recipe(recipes.validate_recipe({"drawer": "lines"})).drawer == "lines"
-    with pytest.raises(UserError, match="drawer"):
-        recipes.validate_recipe({"drawer": 3})
+    assert recipes.validate_recipe({"dither": "fine"})["dither"] == "fine"
+    assert Render.from_recipe(recipes.validate_recipe({"dither": "fine"})).dither == "fine"
+    with pytest.raises(UserError, match="dither"):
+        recipes.validate_recipe({"dither": 3})
 
 
 def test_a_bake_job_resolves_its_recipe_and_pickles():
