@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.limits import MAX_SHAPE_PIXELS
 from core.registry import Param, Registry
 
 DRAWERS = Registry(
@@ -152,6 +153,9 @@ class Shapes:
 
     def __init__(self, size: int, values: dict):
         self.size, self.count = size, values["count"]
+        if self.count * size * size > MAX_SHAPE_PIXELS:  # each shape's cover of the image is held at once
+            raise UserError(f"the shapes drawer holds shapes x size^2 numbers per image: {self.count} x {size}^2 is "
+                            f"over the limit of {MAX_SHAPE_PIXELS:,}; use fewer shapes or a smaller size")
         self.softness, self.form, self.gain = values["softness"], values["form"], values["gain"]
 
     def init(self, seeds: list[int], device: torch.device) -> torch.Tensor:

@@ -30,6 +30,7 @@ MAX_STARTS = 256  # random starts a meta-step, held-out starts, augmented meta-v
 MAX_POPULATION = 4096
 MAX_BATCH = 4096  # prompts baked together
 MAX_BATCH_PIXELS = 256 * 1024 * 1024  # pixels replayed at once: prompts x starts x size^2
+MAX_SHAPE_PIXELS = 64 * 1024 * 1024  # the shapes drawer's cover of one image: shapes x size^2
 MAX_SEEDS = 1000  # evaluate.py --seeds
 MAX_K = 1000  # nearest paths (auto)
 MAX_SEED = 2**32 - 1

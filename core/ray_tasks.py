@@ -87,7 +87,9 @@ def run_ray(job: BakeJob) -> BatchSummary:
         use_gpu = resources.get("GPU", 0) >= 1 and job.run.device != "cpu"
         slots = int(resources.get("GPU", 0)) if use_gpu else max(1, int(resources.get("CPU", 1)))
         slots = min(slots, len(job.prompts))  # more tasks than prompts would only wait
-        task = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=1, max_retries=2)(_ray_bake_batch)
+        # No retries by Ray: a task whose worker died is reported (exit status 1), and the next task takes over
+        # its prompts through the claim queue, as a worker process of --gpus does.
+        task = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=1, max_retries=0)(_ray_bake_batch)
         task_job = replace(job, run=replace(job.run, device="cuda" if use_gpu else "cpu", quiet=True))
         print(f"ray: {slots} task slots ({'GPU' if use_gpu else 'CPU'}), claims in {job.run.store}/.claims, "
               f"TTL {job.claim_ttl:.0f} s", flush=True)
@@ -112,6 +114,7 @@ def run_ray(job: BakeJob) -> BatchSummary:
                 running.append(task.remote(task_job, slots))
         merged = BatchSummary.merge(summaries, job.prompts, time.monotonic() - began, workers=slots,
                                     unfinished_reason="; ".join(errors[:1] + died[:1]) or "not baked")
+        merged.lost_workers = tuple(died)  # reported on stderr, and the run's exit status is 1 (core.bake_jobs)
     finally:
         if started:
             ray.shutdown()

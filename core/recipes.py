@@ -169,7 +169,7 @@ def validate_recipe(recipe: dict, source: str = "recipe") -> dict:
     build_chain(parsed["views"], 224, total_steps)
     build_constraints(parsed["constraints"], total_steps)
     build_postproc(parsed["postproc"], total_steps)
-    build_drawer(parsed["drawer"], 8)
+    build_drawer(parsed["drawer"], parsed["size"])
     if parsed["postproc"] and drawer_name(parsed["drawer"]) != "pixels":
         raise UserError(f"{source}: postproc edits pixels, so it needs the pixels drawer (drawer: "
                         f"{drawer_name(parsed['drawer'])})")

@@ -126,6 +126,12 @@ def test_a_bad_drawer_is_one_line_before_any_work(config, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_the_shapes_drawers_memory_is_limited_before_anything_is_allocated():
+    with pytest.raises(UserError, match="shapes x size\\^2 numbers per image: 1024 x 4096\\^2 is over the limit"):
+        recipes.validate_recipe({"drawer": {"shapes": {"count": 1024}}, "size": 4096})
+    assert recipes.validate_recipe({"drawer": {"shapes": {"count": 1024}}, "size": 224})["size"] == 224
+
+
 def test_postproc_needs_the_pixels_drawer():
     with pytest.raises(UserError, match="postproc edits pixels, so it needs the pixels drawer"):
         recipes.validate_recipe({"drawer": "fft", "postproc": ["blur"]})

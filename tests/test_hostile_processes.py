@@ -77,19 +77,7 @@ def test_a_killed_worker_is_reported_and_the_run_fails(tmp_path):
     prompts = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
     process = start("batch_bake.py", *prompts, *BAKE, "--meta-steps", "60", "--gpus", "cpu:2", "--batch-size", "1",
                     cwd=tmp_path)
-    victim = None
-    deadline = time.monotonic() + 240
-    while victim is None and time.monotonic() < deadline and process.poll() is None:
-        for claim in (tmp_path / "store" / ".claims").glob("*.claim"):
-            try:
-                pid = json.loads(claim.read_text())["pid"]
-            except (OSError, ValueError, KeyError):
-                continue
-            if pid != process.pid:
-                os.kill(pid, signal.SIGKILL)
-                victim = pid
-                break
-        time.sleep(0.1)
+    victim = _kill_a_claimer(process, tmp_path / "store", time.monotonic() + 240)
     assert victim is not None, f"no worker ever claimed a prompt: {process.communicate()}"
     out, err = process.communicate(timeout=300)
     lines = [line for line in err.splitlines() if line.strip()]
@@ -97,4 +85,36 @@ def test_a_killed_worker_is_reported_and_the_run_fails(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: worker "), err[-2000:]
     assert f"pid {victim}) died with exit code -9 (SIGKILL)" in lines[0]
     # the live worker took over the dead one's prompt: everything is baked once
+    assert len(list((tmp_path / "store").glob("*.pt"))) == len(prompts), out[-3000:]
+
+
+def _kill_a_claimer(process: subprocess.Popen, store: Path, deadline: float) -> int | None:
+    """Kill (SIGKILL) the first process other than `process` that holds a claim in `store`; its pid."""
+    while time.monotonic() < deadline and process.poll() is None:
+        for claim in (store / ".claims").glob("*.claim"):
+            try:
+                pid = json.loads(claim.read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if pid != process.pid:
+                os.kill(pid, signal.SIGKILL)
+                return pid
+        time.sleep(0.1)
+    return None
+
+
+def test_a_killed_ray_task_is_reported_and_the_run_fails(tmp_path):
+    """A Ray task whose worker is killed: one line names it, exit status 1, the next task bakes its prompt."""
+    pytest.importorskip("ray")
+    prompts = ["a red circle", "a blue square", "a green triangle"]
+    process = start("batch_bake.py", *prompts, *BAKE, "--meta-steps", "60", "--ray", "local", "--batch-size", "1",
+                    cwd=tmp_path)
+    victim = _kill_a_claimer(process, tmp_path / "store", time.monotonic() + 240)
+    out, err = process.communicate(timeout=300)
+    if victim is None and "task slots" not in out:
+        pytest.skip(f"Ray cannot start on this machine: {err.strip().splitlines()[-1:]}")
+    assert victim is not None, (out[-2000:], err[-2000:])
+    lines = [line for line in err.splitlines() if line.strip() and line.startswith("error:")]
+    assert process.returncode == 1, (process.returncode, err[-2000:])
+    assert len(lines) == 1 and "a Ray task died" in lines[0], err[-2000:]
     assert len(list((tmp_path / "store").glob("*.pt"))) == len(prompts), out[-3000:]
