@@ -25,18 +25,26 @@ def start(script: str, *args: str, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def wait_with_peak(process: subprocess.Popen, timeout: float) -> tuple[int, str, str, float]:
-    """Exit status, stdout, stderr and peak resident memory (MB) of a process that prints little."""
-    began = time.monotonic()
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, process.stdout.read(), process.stderr.read(), usage.ru_maxrss / 1024
-        if time.monotonic() - began > timeout:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"still running after {timeout} s")
-        time.sleep(0.05)
+# A process started by fork inherits its parent's peak memory (the kernel keeps the copied memory's high-water
+# mark across exec), so a script started straight from pytest, grown to gigabytes by then, would report
+# pytest's peak. A small launcher starts it instead and writes its child's own peak (KB) to a file.
+LAUNCHER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+            "sys.exit(code)")
+
+
+def run_with_peak(script: str, args: list[str], cwd: Path, timeout: float) -> tuple[int, str, float]:
+    """Exit status, stderr and peak resident memory (MB) of a script that prints little."""
+    peak_file = cwd / "peak.txt"
+    process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(peak_file), sys.executable, str(REPO / script),
+                                *args], cwd=cwd, env=ENV, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"still running after {timeout} s")
+    return process.returncode, err, int(peak_file.read_text()) / 1024
 
 
 REFUSED = [
@@ -56,8 +64,7 @@ def test_refused_inputs_stay_small_and_fast(tmp_path):
     (tmp_path / "huge.png").write_bytes(png_header(20000, 20000))
     for case, script, args in REFUSED:
         began = time.monotonic()
-        process = start(script, *[arg.replace("{tmp}", str(tmp_path)) for arg in args], cwd=tmp_path)
-        code, _, err, peak = wait_with_peak(process, timeout=120)
+        code, err, peak = run_with_peak(script, [arg.replace("{tmp}", str(tmp_path)) for arg in args], tmp_path, 120)
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, (case, code, err[-1000:])
         assert peak < PEAK_LIMIT_MB and time.monotonic() - began < 60, (case, peak)
