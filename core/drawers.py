@@ -144,55 +144,105 @@ class Pyramid:
 class Shapes:
     """`count` soft-edged shapes over a background, painted back to front (CLIPDraw-like, in plain torch).
 
-    Each shape has 7 numbers: centre x and y, log radius, colour logits R G B, opacity logit; the last row
-    holds the background's colour logits. A pixel's cover by a shape falls off over `softness` pixels at
-    its edge (a sigmoid), so position, size and colour all get gradients.
+    Each shape is a row: its geometry (centre x and y, log radius), colour logits R G B, opacity logit; the
+    last row holds the background's colour logits. A pixel's cover by a shape falls off over `softness`
+    pixels at its edge (a sigmoid), so position, size and colour all get gradients.
     """
 
+    name = "shapes"
     invertible = False
+    geometry = 3  # numbers a shape's outline takes, before its colour and opacity
 
     def __init__(self, size: int, values: dict):
         self.size, self.count = size, values["count"]
         if self.count * size * size > MAX_SHAPE_PIXELS:  # each shape's cover of the image is held at once
-            raise UserError(f"the shapes drawer holds shapes x size^2 numbers per image: {self.count} x {size}^2 is "
-                            f"over the limit of {MAX_SHAPE_PIXELS:,}; use fewer shapes or a smaller size")
-        self.softness, self.form, self.gain = values["softness"], values["form"], values["gain"]
+            raise UserError(f"the {self.name} drawer holds {self.name} x size^2 numbers per image: {self.count} x "
+                            f"{size}^2 is over the limit of {MAX_SHAPE_PIXELS:,}; use fewer {self.name} or a "
+                            "smaller size")
+        self.softness, self.gain = values["softness"], values["gain"]
+        self.form = values.get("form", "circle")
+        self.backdrop = values["backdrop"]
+
+    def _outlines(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        centre = (torch.rand(count, 2, generator=generator) * 2 - 1) / self.gain
+        radius = torch.empty(count, 1).uniform_(math.log(0.05), math.log(0.3), generator=generator)
+        return torch.cat([centre, radius / self.gain], dim=1)
 
     def init(self, seeds: list[int], device: torch.device) -> torch.Tensor:
         rows = []
         for seed in seeds:
             generator = _generator(seed)
-            centre = (torch.rand(self.count, 2, generator=generator) * 2 - 1) / self.gain
-            radius = torch.empty(self.count, 1).uniform_(math.log(0.05), math.log(0.3), generator=generator)
+            outlines = self._outlines(self.count, generator)
             colour = torch.randn(self.count, 3, generator=generator)
-            opacity = torch.ones(self.count, 1)
-            shapes = torch.cat([centre, radius / self.gain, colour, opacity], dim=1)
-            background = torch.cat([torch.zeros(3), torch.randn(3, generator=generator) * 0.5, torch.zeros(1)])
+            shapes = torch.cat([outlines, colour, torch.ones(self.count, 1)], dim=1)
+            background = torch.cat([torch.zeros(self.geometry), torch.randn(3, generator=generator) * 0.5,
+                                    torch.zeros(1)])
             rows.append(torch.cat([shapes, background[None]]))
         return torch.stack(rows).to(device)
+
+    def _inside(self, shapes: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+        """How far inside its outline each pixel is, in the grid's units [P, N, H, W] (negative: outside)."""
+        if self.form == "square":
+            distance = torch.maximum(dx.abs(), dy.abs())
+        else:  # the small constant keeps the square root's gradient finite at a shape's centre
+            distance = (dx * dx + dy * dy + 1e-8).sqrt()
+        return (self.gain * shapes[:, :, 2]).exp()[..., None, None] - distance
 
     def image(self, params: torch.Tensor) -> torch.Tensor:
         shapes, background = params[:, :-1], params[:, -1]
         grid = (torch.arange(self.size, device=params.device, dtype=params.dtype) + 0.5) / self.size * 2 - 1
         dx = grid[None, None, None, :] - self.gain * shapes[:, :, 0, None, None]  # [P, N, 1, W]
         dy = grid[None, None, :, None] - self.gain * shapes[:, :, 1, None, None]  # [P, N, H, 1]
-        if self.form == "square":
-            distance = torch.maximum(dx.abs(), dy.abs())
-        else:  # the small constant keeps the square root's gradient finite at a shape's centre
-            distance = (dx * dx + dy * dy + 1e-8).sqrt()
-        radius = (self.gain * shapes[:, :, 2]).exp()[..., None, None]
         edge = self.softness * 2 / self.size  # softness in pixels, in the grid's units
-        cover = torch.sigmoid((radius - distance) / edge) * torch.sigmoid(shapes[:, :, 6])[..., None, None]
+        cover = torch.sigmoid(self._inside(shapes, dx, dy) / edge) * torch.sigmoid(shapes[:, :, -1])[..., None, None]
         clear = 1 - cover  # [P, N, H, W]
         # What shows of shape i is its cover times what the shapes above it leave clear.
         above = torch.cumprod(torch.cat([clear[:, 1:], torch.ones_like(clear[:, :1])], dim=1).flip(1), dim=1).flip(1)
-        colours = torch.sigmoid(shapes[:, :, 3:6])[..., None, None]  # [P, N, 3, 1, 1]
+        colours = torch.sigmoid(shapes[:, :, -4:-1])[..., None, None]  # [P, N, 3, 1, 1]
         painted = ((cover * above)[:, :, None] * colours).sum(dim=1)
         uncovered = (clear[:, :1] * above[:, :1])  # [P, 1, H, W]: clear of every shape
-        return painted + uncovered * torch.sigmoid(background[:, 3:6])[..., None, None]
+        backdrop = background[:, -4:-1]
+        if self.backdrop == "grey":  # one brightness for all three channels: any hue must come from a shape
+            backdrop = backdrop.mean(dim=1, keepdim=True).expand(-1, 3)
+        return painted + uncovered * torch.sigmoid(backdrop)[..., None, None]
 
     def from_image(self, images: torch.Tensor) -> torch.Tensor:
-        raise UserError("the shapes drawer cannot start from an image (--init); use pixels, fft or pyramid")
+        raise UserError(f"the {self.name} drawer cannot start from an image (--init); add --drawer pixels (or fft, "
+                        "pyramid)")
+
+
+class Outlines(Shapes):
+    """Star-shaped outlines: a shape's radius at `vertices` evenly spaced angles, linearly interpolated
+    between them, so one shape can become a circle, a polygon, a star or a cross. Its geometry is the
+    centre and the log radius at each angle; each starts as a circle."""
+
+    name = "outlines"
+
+    def __init__(self, size: int, values: dict):
+        super().__init__(size, values)
+        self.vertices = values["vertices"]
+        self.geometry = 2 + self.vertices
+
+    def _outlines(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        circles = super()._outlines(count, generator)
+        return torch.cat([circles[:, :2], circles[:, 2:].expand(count, self.vertices)], dim=1)
+
+    def _inside(self, shapes: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+        dx, dy = torch.broadcast_tensors(dx, dy)
+        distance = (dx * dx + dy * dy + 1e-8).sqrt()
+        # The angle picks which radii apply; it is not differentiated (atan2's gradient is 0/0 at the centre),
+        # so a centre moves by its distance term alone.
+        turns = (torch.atan2(dy.detach(), dx.detach()) / (2 * math.pi) + 0.5) * self.vertices
+        below = turns.floor()
+        weight = turns - below
+        first = below.long() % self.vertices
+        log_radii = self.gain * shapes[:, :, 2:2 + self.vertices]  # [P, N, V]
+
+        def radius_at(index: torch.Tensor) -> torch.Tensor:  # [P, N, H, W] angles' indices -> log radii
+            return log_radii.gather(-1, index.flatten(2)).reshape(index.shape)
+
+        log_radius = (1 - weight) * radius_at(first) + weight * radius_at((first + 1) % self.vertices)
+        return log_radius.exp() - distance
 
 
 @DRAWERS.register()
@@ -224,10 +274,25 @@ def pyramid(size, values):
     Param("softness", 1.0, "width of a shape's edge in pixels", minimum=0.05, maximum=64),
     Param("form", "circle", "shape of every shape", kind="text", choices=("circle", "square")),
     Param("gain", 0.5, "scale of positions and radii: the size of one optimiser step", minimum=1e-3, maximum=10),
+    Param("backdrop", "free", "the background behind the shapes: free (any colour) or grey (brightness only)",
+          kind="text", choices=("free", "grey")),
 )
 def shapes(size, values):
     """Soft-rasterised circles or squares over a background, differentiable in plain torch (as CLIPDraw)."""
     return Shapes(size, values)
+
+
+@DRAWERS.register(
+    Param("count", 32, "number of outlines", kind="int", minimum=1, maximum=MAX_SHAPES),
+    Param("vertices", 16, "angles at which an outline's radius is free", kind="int", minimum=3, maximum=64),
+    Param("softness", 1.0, "width of an outline's edge in pixels", minimum=0.05, maximum=64),
+    Param("gain", 0.25, "scale of positions and radii: the size of one optimiser step", minimum=1e-3, maximum=10),
+    Param("backdrop", "free", "the background behind the shapes: free (any colour) or grey (brightness only)",
+          kind="text", choices=("free", "grey")),
+)
+def outlines(size, values):
+    """A few soft star-shaped outlines (radius free at each of `vertices` angles): circles, polygons, stars."""
+    return Outlines(size, values)
 
 
 def build_drawer(config, size: int):

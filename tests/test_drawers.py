@@ -23,7 +23,7 @@ SMALL = RenderSettings(size=32, steps_per_stage=4, cutn=2)
 
 
 def test_every_drawer_is_registered_and_documented():
-    assert NAMES == ["fft", "pixels", "pyramid", "shapes"]
+    assert NAMES == ["fft", "outlines", "pixels", "pyramid", "shapes"]
     assert all(DRAWERS.entries[name].summary for name in NAMES)
     assert "drawer" in {param.name for param in recipes.RECIPE_PARAMS}
     assert recipes.DEFAULT_RECIPE["drawer"] == "pixels"
@@ -56,9 +56,10 @@ def test_an_invertible_drawer_draws_back_the_image_it_starts_from(name, toleranc
     assert (drawer.image(drawer.from_image(images)) - images).abs().max().item() < tolerance
 
 
-def test_shapes_cannot_start_from_an_image():
-    with pytest.raises(UserError, match="shapes drawer cannot start from an image"):
-        build_drawer("shapes", 16).from_image(torch.rand(1, 3, 16, 16))
+@pytest.mark.parametrize("name", ["shapes", "outlines"])
+def test_shapes_and_outlines_cannot_start_from_an_image(name):
+    with pytest.raises(UserError, match=f"{name} drawer cannot start from an image"):
+        build_drawer(name, 16).from_image(torch.rand(1, 3, 16, 16))
 
 
 def test_shapes_moves_where_its_parameters_say():
@@ -71,6 +72,20 @@ def test_shapes_moves_where_its_parameters_say():
     left, right = image[0, :, :16].mean(), image[0, :, 16:].mean()
     assert left > 0.08 and right < 0.01  # the disc covers about a tenth of the left half
     assert image[1:].max() < 0.01  # no green or blue anywhere
+
+
+def test_an_outline_takes_the_radii_its_parameters_say():
+    """One opaque red outline, radius 0.6 at 4 of 8 angles and 0.15 at the others: a four-pointed cross whose
+    arms (along the axes) reach out far beyond its diagonals."""
+    drawer = build_drawer({"outlines": {"count": 1, "vertices": 8, "gain": 1.0}}, 64)
+    radii = torch.tensor([0.6, 0.15] * 4).log()  # angle k at -pi + k * pi/4: arms left, up, right, down
+    params = torch.zeros(1, 2, 2 + 8 + 4)
+    params[0, 0] = torch.cat([torch.zeros(2), radii, torch.tensor([9.0, -9.0, -9.0, 9.0])])
+    params[0, 1, -4:-1] = -9.0  # background black
+    red = drawer.image(params)[0, 0]
+    centre, arm, diagonal = red[32, 32], red[32, 32 + 14], red[32 + 10, 32 + 10]  # 14 px = radius 0.44
+    assert centre > 0.95 and arm > 0.95 and diagonal < 0.05, (centre, arm, diagonal)
+    assert (red - red.flip(1)).abs().max() < 1e-3  # symmetric left-right
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -112,7 +127,8 @@ def test_adams_denominator_keeps_the_meta_gradient_finite_where_a_gradient_is_ze
 
 
 @pytest.mark.parametrize("config, message", [
-    ("brush", "unknown drawer 'brush'; valid: fft, pixels, pyramid, shapes"),
+    ("brush", "unknown drawer 'brush'; valid: fft, outlines, pixels, pyramid, shapes"),
+    ({"outlines": {"vertices": 2}}, "parameter 'vertices' expects an integer, 3 to 64"),
     ({"shapes": {"count": 0}}, "parameter 'count' expects an integer, 1 to 1024"),
     ({"shapes": {"count": 10**9}}, "parameter 'count' expects an integer, 1 to 1024"),
     ({"pyramid": {"levels": 99}}, "parameter 'levels' expects an integer, 1 to 12"),
