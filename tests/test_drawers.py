@@ -88,6 +88,18 @@ def test_an_outline_takes_the_radii_its_parameters_say():
     assert (red - red.flip(1)).abs().max() < 1e-3  # symmetric left-right
 
 
+@pytest.mark.parametrize("name", ["shapes", "outlines"])
+def test_a_grey_backdrop_has_no_hue(name):
+    """Where no shape covers the image, a grey backdrop is one brightness in all channels; a free one is not."""
+    grey, free = (build_drawer({name: {"count": 1, "backdrop": backdrop}}, 16) for backdrop in ("grey", "free"))
+    params = grey.init([5], torch.device("cpu"))
+    params[0, 0, :2] = 50.0  # the one shape far off the image
+    params[0, 1, -4:-1] = torch.tensor([2.0, -1.0, 0.5])  # a reddish backdrop if it were free
+    image = grey.image(params)[0]
+    assert (image - image[0:1]).abs().max() < 1e-6 and abs(image.mean().item() - torch.sigmoid(torch.tensor(0.5))) < 1e-4
+    assert (free.image(params)[0, 0] - free.image(params)[0, 1]).abs().min() > 0.5
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_replay_lowers_the_guide_loss_with_every_drawer(tiny_clip, name):
     settings = replace(SMALL, drawer=name, lr=0.05)
