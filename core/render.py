@@ -100,11 +100,6 @@ def to_image(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels + 1) / 2
 
 
-def from_image(images: torch.Tensor) -> torch.Tensor:
-    """Image values in [0, 1] -> raw pixels (the inverse of `to_image`)."""
-    return images * 2 - 1
-
-
 def random_pixels(seeds: list[int], size: int, device: torch.device) -> torch.Tensor:
     """Uniform random raw pixels [P,3,size,size], one seeded generator per prompt.
 
