@@ -11,7 +11,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("leaves", "no project imports but other leaves: errors, limits, file helpers, losses, plain data and algorithms",
      ("errors", "limits", "interrupts", "safe_yaml", "files", "slugs", "losses", "schedule", "prompts",
       "prompt_lists", "image_ops", "scenes", "pixel_checks", "evolve", "cma", "genetic", "elitist_es", "summary",
-      "html_pages", "plots", "layers", "prompt_splits", "other_scenes", "scene_prompts", "ridge", "eval_summary")),
+      "adversarial", "html_pages", "plots", "layers", "prompt_splits", "other_scenes", "scene_prompts", "ridge", "eval_summary")),
     ("toolkit", "the registries of pluggable parts and their entries",
      ("registry", "drawers", "transforms", "constraints", "postproc")),
     ("models", "loading models: the CLIPs, the classifier judge, evaluate.py's judges",
@@ -31,7 +31,8 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("jobs", "one job per script: normal, microwave, auto, bake, batch_bake, evaluate, bench, store",
      ("image_jobs", "bake_jobs", "evaluate_job", "bench", "store_jobs")),
     ("command line", "argparse: options into typed jobs; the scenes models' own commands",
-     ("cli", "store_cli", "scenes_eval", "train_scenes_clip", "train_classifier_judge", "classifier_judge_eval")),
+     ("cli", "store_cli", "scenes_eval", "train_scenes_clip", "train_classifier_judge", "classifier_judge_eval",
+      "guide_gap")),
 )
 
 # Imports allowed inside functions (elsewhere they hide a module's real dependencies): optional packages

@@ -5,6 +5,8 @@ differ in exactly one attribute (colour, shape, size, position, background, or t
 twins are hard negatives: to tell a scene from its twin the model has to see that attribute.
 Loss: symmetric InfoNCE with a learnable logit scale, as in CLIP, plus a training-only auxiliary loss that
 makes the image embedding say which colour and shape sit at each position. Reproducible from --seed.
+With --adversarial R, half of every batch is first pushed (L2 radius R) toward the wrong captions
+(core/adversarial.py): a guide trained so has gradients that draw shapes instead of fooling it.
 
     python -m core.train_scenes_clip --arch scenes --seed 0 --steps 3000 --batch-size 256 --out runs/scenes.pt
 
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core import cli, scenes
+from core.adversarial import pgd_images
 from core.errors import UserError
 from core.models import normalise_images
 from core.scenes_clip import (ARCHS, build_scenes_clip, load_scenes_clip, read_scenes_clip_file, resolve_arch,
@@ -148,12 +151,37 @@ def _optimiser(model: torch.nn.Module, slot_head: torch.nn.Linear, lr: float, we
                              lr=lr, betas=(0.9, 0.98), eps=1e-6)
 
 
+def _adversarial_half(model, images: torch.Tensor, tokens: torch.Tensor, radius: float, steps: int,
+                      generator: torch.Generator) -> torch.Tensor:
+    """The batch with its first half replaced by images pushed toward the wrong captions (`pgd_images`).
+
+    The attack raises the image-to-caption cross-entropy among that half's captions; batch-norm statistics
+    stay fixed while it runs (eval mode), so the attack does not train them.
+    """
+    half = len(images) // 2
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(tokens[:half]).float(), dim=-1)
+    targets = torch.arange(half)
+
+    def wrong_caption_loss(candidates: torch.Tensor) -> torch.Tensor:
+        image = F.normalize(model.encode_image(normalise_images(candidates)).float(), dim=-1)
+        return F.cross_entropy(model.logit_scale.exp() * image @ text.T, targets)
+
+    model.eval()
+    pushed = pgd_images(wrong_caption_loss, images[:half], radius, steps, generator)
+    model.train()
+    return torch.cat([pushed, images[half:]])
+
+
 def _train_step(model: torch.nn.Module, slot_head: torch.nn.Linear, optimiser: torch.optim.Optimizer,
                 rng: np.random.Generator, batch_size: int, image_size: int, bf16: bool,
-                slot_weight: float) -> tuple[float, float]:
+                slot_weight: float, adversarial: float = 0.0, attack_steps: int = 3,
+                generator: torch.Generator | None = None) -> tuple[float, float]:
     """One optimiser step on a fresh batch of drawn scenes; returns the contrastive and slot losses."""
     images, captions, batch = training_batch(rng, batch_size, image_size)
     tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
+    if adversarial > 0:
+        images = _adversarial_half(model, images, tokens, adversarial, attack_steps, generator)
     # bfloat16 matmuls would halve the CPU time, but a bfloat16 run learned colour only (the image
     # embeddings of different shapes and positions stayed equal to within bfloat16 rounding): off by default.
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -172,16 +200,18 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
           warmup: int = 200, weight_decay: float = 0.1, threads: int = 1, save_every: int = 500,
           eval_n: int = 200, eval_seed: int = 999_999, bf16: bool = False,
           max_minutes: float | None = None, init_from: str | None = None,
-          slot_weight: float = 1.0) -> dict[str, float]:
+          slot_weight: float = 1.0, adversarial: float = 0.0, attack_steps: int = 3) -> dict[str, float]:
     """Train a scenes CLIP of `arch` from `seed`, save it to `out`; return held-out zero-shot accuracy.
 
     `max_minutes` stops early (and saves) if the wall-clock budget runs out before `steps`.
     `init_from` continues from saved weights (a second stage on fresh data from `seed`) instead of a fresh
     initialisation; the earlier stage's training record is kept inside the new one.
+    `adversarial` > 0 trains on half-adversarial batches (`_adversarial_half`, `attack_steps` steps).
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)  # the attacks' random starts
     shipped_arch = resolve_arch(arch)
     model, earlier_training = _initial_model(arch, shipped_arch, init_from)
     image_size = shipped_arch["image_resolution"]
@@ -189,7 +219,7 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     optimiser = _optimiser(model, slot_head, lr, weight_decay)
     settings = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                     weight_decay=weight_decay, threads=threads, training_context=TRAINING_CONTEXT, bf16=bf16,
-                    slot_weight=slot_weight,
+                    slot_weight=slot_weight, adversarial=adversarial, attack_steps=attack_steps,
                     data="core.scenes: half random scenes, half one-attribute twins; pixel noise up to 0.08",
                     init_from=earlier_training)
     token_ids = vocabulary_token_ids()
@@ -204,7 +234,8 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     for step in progress:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, lr, warmup)
-        contrastive, slot = _train_step(model, slot_head, optimiser, rng, batch_size, image_size, bf16, slot_weight)
+        contrastive, slot = _train_step(model, slot_head, optimiser, rng, batch_size, image_size, bf16, slot_weight,
+                                        adversarial, attack_steps, generator)
         progress.set_postfix(contrastive=f"{contrastive:.3f}", slot=f"{slot:.3f}",
                              scale=f"{model.logit_scale.exp().item():.1f}")
         if (step + 1) % save_every == 0 and step + 1 < steps:
@@ -247,6 +278,9 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster, but learned colour only)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall-clock time")
     parser.add_argument("--slot-weight", type=float, default=1.0, help="weight of the auxiliary slot loss")
+    parser.add_argument("--adversarial", type=float, default=0.0,
+                        help="L2 radius of the attack on half of each batch (0: clean training); see core/adversarial.py")
+    parser.add_argument("--attack-steps", type=cli.int_at_least(1), default=3, help="gradient steps of each attack")
     parser.add_argument("--init-from", default=None, help="continue from these saved weights (a second stage)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where to save the weights ({arch}: the --arch name)")
     parser.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
@@ -255,7 +289,7 @@ def main() -> None:
     train(args.arch, args.seed, args.steps, args.batch_size, out, lr=args.lr, warmup=args.warmup,
           threads=args.threads, save_every=args.save_every, eval_n=args.eval_n, bf16=args.bf16,
           max_minutes=args.max_minutes, init_from=args.init_from,
-          slot_weight=args.slot_weight)
+          slot_weight=args.slot_weight, adversarial=args.adversarial, attack_steps=args.attack_steps)
 
 
 if __name__ == "__main__":

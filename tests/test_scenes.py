@@ -10,7 +10,7 @@ from core import pixel_checks, scenes
 from core.scenes_clip import SHIPPED, load_scenes_clip, read_scenes_clip_file
 from core.scenes_eval import zero_shot_accuracy
 
-# A seed no training run uses (training data: seeds 0, 1, 10, 11, 20; training checks on 999999).
+# A seed no training run uses (training data: seeds 0, 1, 2, 10, 11, 20, 30; training checks on 999999).
 HELD_OUT_SEED = 2024
 SCENES_PER_ATTRIBUTE = 150
 TARGETS = {"colour": 0.95, "shape": 0.90, "position": 0.90, "relation": 0.80}
@@ -168,7 +168,8 @@ def test_shipped_model_embeds_text_and_images(shipped_models):
 
 # Measured on HELD_OUT_SEED, SCENES_PER_ATTRIBUTE scenes each (CPU). Deterministic: seeded scenes, fixed weights.
 MEASURED = {
-    "scenes": {"colour": 1.0, "shape": 1.0, "position": 1.0, "relation": 1.0},
+    # the guide, after its adversarial stage (README): 1.0 on shape before it
+    "scenes": {"colour": 1.0, "shape": 0.92, "position": 1.0, "relation": 1.0},
     "scenes-judge": {"colour": 1.0, "shape": 0.933, "position": 1.0, "relation": 1.0},
     "scenes-critic": {"colour": 1.0, "shape": 0.880, "position": 1.0, "relation": 1.0},
 }
