@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from core import cli, scenes
 from core.models import Clip, load_clip
 from core.recipes import load_recipe
-from core.render import RenderSettings, draw, random_start, replay
-from core.transforms import DEFAULT_VIEWS, build_chain
+from core.render import Pipeline, RenderSettings, draw, random_start, replay
 
 # One object per prompt, each colour and shape once, large and in the centre: nothing but shape and colour.
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "pink")
@@ -54,7 +53,7 @@ def guide_gap(clip: Clip, settings: RenderSettings, stages: int, n_views: int, s
     start = random_start(settings, [seed + index for index in range(len(prompts))], clip.device)
     optimised = draw(settings, replay(clip, embeddings[:, None].expand(-1, stages, -1), settings, start))
     drawn = torch.stack([scenes.render_scene(scene, settings.size) for _, scene in pairs])
-    views = build_chain(settings.views if settings.views is not None else DEFAULT_VIEWS, clip.image_size, None)
+    views = Pipeline.build(settings, clip).views  # the recipe's views, as the renderer builds them
     optimised_similarity = view_similarity(clip, optimised, embeddings, views, n_views)
     drawn_similarity = view_similarity(clip, drawn, embeddings, views, n_views)
     return [{"prompt": prompt, "optimised": float(a), "drawn": float(b)}
@@ -80,7 +79,6 @@ def main() -> None:
     args = parser.parse_args()
     recipe = load_recipe(args.recipe)
     settings = replace(RenderSettings.from_recipe(recipe), steps_per_stage=args.steps_per_stage, cutn=args.cutn)
-    torch.manual_seed(args.seed)
     clip = load_clip(args.model, "cpu")
     print(markdown(guide_gap(clip, settings, recipe["stages"], args.views, args.seed)))
 
