@@ -162,6 +162,7 @@ class Shapes:
         self.softness, self.gain = values["softness"], values["gain"]
         self.form = values.get("form", "circle")
         self.backdrop = values["backdrop"]
+        self.opacity = values["opacity"]
 
     def _outlines(self, count: int, generator: torch.Generator) -> torch.Tensor:
         centre = (torch.rand(count, 2, generator=generator) * 2 - 1) / self.gain
@@ -174,7 +175,7 @@ class Shapes:
             generator = _generator(seed)
             outlines = self._outlines(self.count, generator)
             colour = torch.randn(self.count, 3, generator=generator)
-            shapes = torch.cat([outlines, colour, torch.ones(self.count, 1)], dim=1)
+            shapes = torch.cat([outlines, colour, torch.full((self.count, 1), self.opacity)], dim=1)
             background = torch.cat([torch.zeros(self.geometry), torch.randn(3, generator=generator) * 0.5,
                                     torch.zeros(1)])
             rows.append(torch.cat([shapes, background[None]]))
@@ -245,6 +246,11 @@ class Outlines(Shapes):
         return log_radius.exp() - distance
 
 
+# Opacity is a logit: 1.0 (73 % opaque) lets every shape show from the first step.
+OPACITY = Param("opacity", 1.0, "each shape's opacity logit at the start (sigmoid: 1.0 is 73 % opaque)",
+                minimum=-10, maximum=10)
+
+
 @DRAWERS.register()
 def pixels(size, values):
     """Raw RGB pixels (the default): one number per pixel and channel, image = (raw + 1) / 2."""
@@ -276,6 +282,7 @@ def pyramid(size, values):
     Param("gain", 0.5, "scale of positions and radii: the size of one optimiser step", minimum=1e-3, maximum=10),
     Param("backdrop", "free", "the background behind the shapes: free (any colour) or grey (brightness only)",
           kind="text", choices=("free", "grey")),
+    OPACITY,
 )
 def shapes(size, values):
     """Soft-rasterised circles or squares over a background, differentiable in plain torch (as CLIPDraw)."""
@@ -289,6 +296,7 @@ def shapes(size, values):
     Param("gain", 0.25, "scale of positions and radii: the size of one optimiser step", minimum=1e-3, maximum=10),
     Param("backdrop", "free", "the background behind the shapes: free (any colour) or grey (brightness only)",
           kind="text", choices=("free", "grey")),
+    OPACITY,
 )
 def outlines(size, values):
     """A few soft star-shaped outlines (radius free at each of `vertices` angles): circles, polygons, stars."""

@@ -16,8 +16,9 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("registry", "drawers", "transforms", "constraints", "postproc")),
     ("models", "loading models: the CLIPs, the classifier judge, evaluate.py's judges",
      ("scenes_clip", "open_clip_models", "models", "classifier_judge", "classifier_judge_data", "judges")),
-    ("render", "the pixel renderer, and what a bake's settings and stage targets are made of",
-     ("render", "anchors", "auto", "bake_settings")),
+    ("render", "the pixel renderer, and what a bake's settings and stage targets are made of, and images drawn "
+               "against a guide in training",
+     ("render", "anchors", "auto", "bake_settings", "drawn_negatives")),
     ("bake", "meta-optimising a path's guides", ("meta_loss", "meta_optimisers", "bake")),
     ("store and files", "paths on disk, the store (and as people read it: listing, import), recipes, images, "
                         "reports, the gallery page, targets, tracking",

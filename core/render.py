@@ -12,6 +12,7 @@ mean/std (`Clip.encode_images`).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field, fields
 from typing import Callable
@@ -45,6 +46,9 @@ class RenderSettings:
         "help": "how the image is parametrised: a drawer's name, or {name: parameters} in a recipe (see Drawers)",
         "kind": "entry"})
     lr: float = field(default=0.12, metadata={"help": "learning rate of the pixel optimiser (Adam)", "minimum": 0})
+    lr_end: float = field(default=1.0, metadata={
+        "help": "the learning rate at the last step, as a share of lr (cosine decay over the run; 1: constant)",
+        "minimum": 0, "maximum": 1})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the pixel optimiser",
                                                        "minimum": 0})
     tv_weight: float = field(default=1.4, metadata={"help": "weight of the total-variation loss (smoothness)",
@@ -188,6 +192,14 @@ def final_loss(clip: Clip, images: torch.Tensor, prompt_embeddings: torch.Tensor
     return spherical_distance(embeddings, prompt_embeddings[:, None, :]).mean(dim=1)
 
 
+def learning_rate(settings: RenderSettings, step: int, total: int) -> float:
+    """`lr` at `step` of `total`: cosine from lr down to lr * lr_end at the last step (constant when lr_end = 1)."""
+    if settings.lr_end == 1.0 or total <= 1:
+        return settings.lr
+    cosine = 0.5 * (1 + math.cos(math.pi * step / (total - 1)))
+    return settings.lr * (settings.lr_end + (1 - settings.lr_end) * cosine)
+
+
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
@@ -222,6 +234,7 @@ def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, st
             differentiable = unroll > 0 and within >= settings.steps_per_stage - unroll
             targets = stage_targets[:, stage]
             progress = step / total
+            lr = learning_rate(settings, step, total)
             if differentiable:
                 if not pixels.requires_grad:
                     pixels = pixels.detach().requires_grad_(True)
@@ -230,12 +243,12 @@ def replay(clip: Clip, stage_targets: torch.Tensor, settings: RenderSettings, st
                     losses = guide_loss(clip, pixels, targets, settings, pipeline, progress, generator,
                                         twice_differentiable=True)
                     (grad,) = torch.autograd.grad(losses.sum(), pixels, create_graph=True)
-                update, state = adam_update(grad, pixels, state, settings.lr, settings.weight_decay)
+                update, state = adam_update(grad, pixels, state, lr, settings.weight_decay)
             else:
                 leaf = pixels.detach().requires_grad_(True)
                 losses = guide_loss(clip, leaf, targets.detach(), settings, pipeline, progress, generator)
                 (grad,) = torch.autograd.grad(losses.sum(), leaf)
-                update, state = adam_update(grad, leaf.detach(), state, settings.lr, settings.weight_decay)
+                update, state = adam_update(grad, leaf.detach(), state, lr, settings.weight_decay)
                 update = update.detach()
             pixels = pixels + update
             if settings.postproc:

@@ -6,7 +6,9 @@ twins are hard negatives: to tell a scene from its twin the model has to see tha
 Loss: symmetric InfoNCE with a learnable logit scale, as in CLIP, plus a training-only auxiliary loss that
 makes the image embedding say which colour and shape sit at each position. Reproducible from --seed.
 With --adversarial R, half of every batch is first pushed (L2 radius R) toward the wrong captions
-(core/adversarial.py): a guide trained so has gradients that draw shapes instead of fooling it.
+(core/adversarial.py): a guide trained so has gradients that draw shapes instead of fooling it. With
+--drawn-negatives N, N captions a batch also get an image the outline drawer draws against the model, which
+they must not pick (core/drawn_negatives.py).
 
     python -m core.train_scenes_clip --arch scenes --seed 0 --steps 3000 --batch-size 256 --out runs/scenes.pt
 
@@ -17,6 +19,7 @@ Without --out the weights go to models/ARCH.pt; an existing file (a shipped mode
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ from tqdm import tqdm
 
 from core import cli, scenes
 from core.adversarial import pgd_images
+from core.drawn_negatives import DrawnNegatives, contrastive_with_negatives, draw_for_captions
 from core.errors import UserError
 from core.models import normalise_images
 from core.scenes_clip import (ARCHS, build_scenes_clip, load_scenes_clip, read_scenes_clip_file, resolve_arch,
@@ -86,21 +90,23 @@ def make_slot_head(embed_dim: int) -> torch.nn.Linear:
 
 
 def training_losses(model, slot_head: torch.nn.Linear, images: torch.Tensor, tokens: torch.Tensor,
-                    batch: list[scenes.Scene]) -> tuple[torch.Tensor, torch.Tensor]:
+                    batch: list[scenes.Scene], drawn: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(contrastive loss, auxiliary slot loss) of one batch.
 
     Contrastive: symmetric InfoNCE, image i belongs with caption i against every other caption and vice
-    versa, logits scaled by the learnable temperature as in CLIP.
+    versa, logits scaled by the learnable temperature as in CLIP; `drawn` images (core/drawn_negatives.py)
+    are extra candidates every caption has to pass over.
     """
     # Similarities of unit vectors lie close together; they are computed in float32 even under bfloat16
     # autocast, whose 8-bit mantissa would round away the small differences that hard negatives hinge on.
-    image_features = model.encode_image(normalise_images(images)).float()
+    shown = images if drawn is None else torch.cat([images, drawn])
+    all_features = model.encode_image(normalise_images(shown)).float()
+    image_features = all_features[:len(images)]
     text_features = model.encode_text(tokens).float()
-    image_unit = image_features / image_features.norm(dim=-1, keepdim=True)
-    text_unit = text_features / text_features.norm(dim=-1, keepdim=True)
-    logits_per_image = model.logit_scale.exp() * image_unit @ text_unit.T
-    targets = torch.arange(len(images))
-    contrastive = (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
+    all_units = F.normalize(all_features, dim=-1)
+    text_unit = F.normalize(text_features, dim=-1)
+    contrastive = contrastive_with_negatives(all_units[:len(images)], text_unit, all_units[len(images):],
+                                             model.logit_scale.exp())
 
     colour_targets, shape_targets = slot_targets(batch)
     slot_logits = slot_head(image_features).view(len(images), len(POSITION_NAMES), -1)
@@ -176,16 +182,22 @@ def _adversarial_half(model, images: torch.Tensor, tokens: torch.Tensor, radius:
 def _train_step(model: torch.nn.Module, slot_head: torch.nn.Linear, optimiser: torch.optim.Optimizer,
                 rng: np.random.Generator, batch_size: int, image_size: int, bf16: bool,
                 slot_weight: float, adversarial: float = 0.0, attack_steps: int = 3,
-                generator: torch.Generator | None = None) -> tuple[float, float]:
+                generator: torch.Generator | None = None, negatives: DrawnNegatives | None = None
+                ) -> tuple[float, float]:
     """One optimiser step on a fresh batch of drawn scenes; returns the contrastive and slot losses."""
     images, captions, batch = training_batch(rng, batch_size, image_size)
     tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
+    drawn = None
+    if negatives is not None and negatives.count > 0:
+        with torch.no_grad():
+            text = F.normalize(model.encode_text(tokens[:negatives.count]).float(), dim=-1)
+        drawn = draw_for_captions(model, text, image_size, negatives, generator)
     if adversarial > 0:
         images = _adversarial_half(model, images, tokens, adversarial, attack_steps, generator)
     # bfloat16 matmuls would halve the CPU time, but a bfloat16 run learned colour only (the image
     # embeddings of different shapes and positions stayed equal to within bfloat16 rounding): off by default.
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        contrastive, slot = training_losses(model, slot_head, images, tokens, batch)
+        contrastive, slot = training_losses(model, slot_head, images, tokens, batch, drawn)
     loss = contrastive + slot_weight * slot
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
@@ -200,13 +212,15 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
           warmup: int = 200, weight_decay: float = 0.1, threads: int = 1, save_every: int = 500,
           eval_n: int = 200, eval_seed: int = 999_999, bf16: bool = False,
           max_minutes: float | None = None, init_from: str | None = None,
-          slot_weight: float = 1.0, adversarial: float = 0.0, attack_steps: int = 3) -> dict[str, float]:
+          slot_weight: float = 1.0, adversarial: float = 0.0, attack_steps: int = 3,
+          negatives: DrawnNegatives | None = None) -> dict[str, float]:
     """Train a scenes CLIP of `arch` from `seed`, save it to `out`; return held-out zero-shot accuracy.
 
     `max_minutes` stops early (and saves) if the wall-clock budget runs out before `steps`.
     `init_from` continues from saved weights (a second stage on fresh data from `seed`) instead of a fresh
     initialisation; the earlier stage's training record is kept inside the new one.
-    `adversarial` > 0 trains on half-adversarial batches (`_adversarial_half`, `attack_steps` steps).
+    `adversarial` > 0 trains on half-adversarial batches (`_adversarial_half`, `attack_steps` steps);
+    `negatives` adds images drawn against the model as it trains (core/drawn_negatives.py).
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -220,6 +234,7 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
     settings = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                     weight_decay=weight_decay, threads=threads, training_context=TRAINING_CONTEXT, bf16=bf16,
                     slot_weight=slot_weight, adversarial=adversarial, attack_steps=attack_steps,
+                    drawn_negatives=None if negatives is None else dataclasses.asdict(negatives),
                     data="core.scenes: half random scenes, half one-attribute twins; pixel noise up to 0.08",
                     init_from=earlier_training)
     token_ids = vocabulary_token_ids()
@@ -235,7 +250,7 @@ def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, lr, warmup)
         contrastive, slot = _train_step(model, slot_head, optimiser, rng, batch_size, image_size, bf16, slot_weight,
-                                        adversarial, attack_steps, generator)
+                                        adversarial, attack_steps, generator, negatives)
         progress.set_postfix(contrastive=f"{contrastive:.3f}", slot=f"{slot:.3f}",
                              scale=f"{model.logit_scale.exp().item():.1f}")
         if (step + 1) % save_every == 0 and step + 1 < steps:
@@ -281,6 +296,10 @@ def main() -> None:
     parser.add_argument("--adversarial", type=float, default=0.0,
                         help="L2 radius of the attack on half of each batch (0: clean training); see core/adversarial.py")
     parser.add_argument("--attack-steps", type=cli.int_at_least(1), default=3, help="gradient steps of each attack")
+    parser.add_argument("--drawn-negatives", type=cli.int_at_least(0), default=0,
+                        help="captions a batch that also get an image drawn against the model, which they must not "
+                             "pick (core/drawn_negatives.py; 0: none)")
+    parser.add_argument("--drawn-steps", type=cli.int_at_least(1), default=10, help="Adam steps of each drawing")
     parser.add_argument("--init-from", default=None, help="continue from these saved weights (a second stage)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where to save the weights ({arch}: the --arch name)")
     parser.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
@@ -289,7 +308,8 @@ def main() -> None:
     train(args.arch, args.seed, args.steps, args.batch_size, out, lr=args.lr, warmup=args.warmup,
           threads=args.threads, save_every=args.save_every, eval_n=args.eval_n, bf16=args.bf16,
           max_minutes=args.max_minutes, init_from=args.init_from,
-          slot_weight=args.slot_weight, adversarial=args.adversarial, attack_steps=args.attack_steps)
+          slot_weight=args.slot_weight, adversarial=args.adversarial, attack_steps=args.attack_steps,
+          negatives=DrawnNegatives(args.drawn_negatives, args.drawn_steps) if args.drawn_negatives else None)
 
 
 if __name__ == "__main__":

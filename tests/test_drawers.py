@@ -100,6 +100,20 @@ def test_a_grey_backdrop_has_no_hue(name):
     assert (free.image(params)[0, 0] - free.image(params)[0, 1]).abs().min() > 0.5
 
 
+
+@pytest.mark.parametrize("name", ["shapes", "outlines"])
+def test_shapes_start_as_opaque_as_their_opacity_says(name):
+    """`opacity` is each shape's starting opacity logit: a lone shape over a black backdrop shows at its centre
+    with sigmoid(opacity) of its colour."""
+    for opacity in (-2.0, 1.0):
+        drawer = build_drawer({name: {"count": 1, "opacity": opacity, "backdrop": "grey"}}, 16)
+        params = drawer.init([3], torch.device("cpu"))
+        params[0, 0, :2] = 0.0  # centred
+        params[0, 0, 2:drawer.geometry] = 2.0  # large: covers the middle of the image
+        params[0, 0, -4:-1] = torch.tensor([10.0, -10.0, -10.0])  # red
+        params[0, 1, -4:-1] = -10.0  # black backdrop
+        red = drawer.image(params)[0, 0, 8, 8].item()
+        assert abs(red - torch.sigmoid(torch.tensor(opacity)).item()) < 1e-3, (opacity, red)
 @pytest.mark.parametrize("name", NAMES)
 def test_replay_lowers_the_guide_loss_with_every_drawer(tiny_clip, name):
     settings = replace(SMALL, drawer=name, lr=0.05)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from core.bake import bake_prompts
 from core.bake_settings import BakeSettings
 from core.meta_loss import initial_guides, replay_loss
 from core.losses import range_penalty, spherical_distance, total_variation
-from core.render import AdamState, Pipeline, RenderSettings, adam_update, blend, random_pixels, replay
+from core.render import (AdamState, Pipeline, RenderSettings, adam_update, blend, learning_rate, random_pixels,
+                         replay)
 
 SMALL = RenderSettings(size=32, steps_per_stage=4, cutn=4)
 
@@ -73,6 +75,24 @@ def test_replay_lowers_the_guide_loss(tiny_clip):
            on_step=lambda step, pixels, loss: losses.append(loss.item()), pipeline=pipeline)
     assert len(losses) == 8
     assert losses[-1] < losses[0]
+
+
+def test_lr_end_decays_the_learning_rate_over_the_run(tiny_clip):
+    """`lr_end` 1 keeps lr for every step; below 1 the rate falls by a cosine from lr at the first step to
+    lr * lr_end at the last, and the run then moves its pixels less than the constant-rate one in the last steps."""
+    assert {learning_rate(SMALL, step, 8) for step in range(8)} == {SMALL.lr}
+    decayed = replace(SMALL, lr_end=0.1)
+    rates = [learning_rate(decayed, step, 8) for step in range(8)]
+    assert rates[0] == pytest.approx(SMALL.lr) and rates[-1] == pytest.approx(0.1 * SMALL.lr)
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
+    embedding = tiny_clip.encode_text(["a blue square"])
+    moves = {}
+    for name, settings in (("constant", SMALL), ("decayed", decayed)):
+        pixels = []
+        replay(tiny_clip, initial_guides(embedding, 2), settings, random_pixels([0], 32, tiny_clip.device),
+               on_step=lambda step, now, loss: pixels.append(now))
+        moves[name] = (pixels[-1] - pixels[-2]).abs().mean().item()
+    assert moves["decayed"] < 0.5 * moves["constant"], moves
 
 
 def test_blend_weights():
