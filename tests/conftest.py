@@ -36,6 +36,17 @@ def tiny_clip():
     return load_clip("tiny", "cpu")
 
 
+def small_scenes_clip():
+    """A random-init scenes CLIP of the critic's (smallest) architecture, as training builds it (seed 0)."""
+    import torch
+
+    from core.scenes_clip import ARCHS, build_scenes_clip
+    from core.train_scenes_clip import TRAINING_CONTEXT
+
+    torch.manual_seed(0)
+    return build_scenes_clip({**ARCHS["scenes-critic"], "context_length": TRAINING_CONTEXT})
+
+
 @pytest.fixture(scope="session")
 def scenes_clip():
     from core.models import load_clip

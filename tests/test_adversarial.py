@@ -2,12 +2,14 @@
 
 import clip
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import small_scenes_clip
 from core.adversarial import pgd_images
+from core.drawn_negatives import DrawnNegatives
 from core.models import normalise_images
-from core.scenes_clip import ARCHS, build_scenes_clip
 from core.train_scenes_clip import TRAINING_CONTEXT, _adversarial_half, _train_step, make_slot_head, training_batch
 
 
@@ -43,13 +45,8 @@ def test_attack_is_reproducible_and_zero_radius_leaves_images_alone():
     assert torch.equal(pgd_images(loss_of, images, 0.0, 2), images)
 
 
-def _small_scenes_clip() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_scenes_clip({**ARCHS["scenes-critic"], "context_length": TRAINING_CONTEXT})
-
-
 def test_training_batch_half_is_pushed_toward_wrong_captions():
-    model = _small_scenes_clip()
+    model = small_scenes_clip()
     images, captions, _ = training_batch(np.random.default_rng(0), 8, 48)
     tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
     mixed = _adversarial_half(model, images, tokens, radius=1.0, steps=3, generator=torch.Generator().manual_seed(0))
@@ -69,12 +66,15 @@ def test_training_batch_half_is_pushed_toward_wrong_captions():
         assert loss(mixed[:4]) > loss(images[:4])
 
 
-def test_adversarial_training_step_updates_the_model_with_finite_losses():
-    model = _small_scenes_clip()
+@pytest.mark.parametrize("hardening", [dict(adversarial=1.0, attack_steps=2),
+                                       dict(negatives=DrawnNegatives(count=3, steps=2))], ids=["attack", "drawn"])
+def test_a_hardened_training_step_updates_the_model_with_finite_losses(hardening):
+    """A step with the adversarial half or with drawn negatives (core/drawn_negatives.py) trains the model."""
+    model = small_scenes_clip()
     head = make_slot_head(512)
     optimiser = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-4)
     before = model.visual.conv1.weight.detach().clone()
     contrastive, slot = _train_step(model, head, optimiser, np.random.default_rng(1), 8, 48, False, 1.0,
-                                    adversarial=1.0, attack_steps=2, generator=torch.Generator().manual_seed(1))
-    assert np.isfinite(contrastive) and np.isfinite(slot)
+                                    generator=torch.Generator().manual_seed(1), **hardening)
+    assert np.isfinite(contrastive) and np.isfinite(slot) and model.training
     assert not torch.equal(model.visual.conv1.weight, before)

@@ -32,8 +32,8 @@ def test_every_render_setting_is_a_recipe_key_and_its_numbers_are_flags():
     assert {item.name for item in dataclasses.fields(RenderSettings)} <= keys
     assert {"stages", "meta_steps"} <= keys and "meta_lr" not in keys  # only the marked bake settings
     flags = {param.name for param in recipes.FLAG_PARAMS}
-    assert flags == {"size", "steps_per_stage", "drawer", "lr", "lr_end", "weight_decay", "tv_weight", "range_weight", "cutn",
-                     "quantize"}
+    assert flags == {"size", "steps_per_stage", "drawer", "lr", "lr_end", "weight_decay", "tv_weight", "range_weight",
+                     "cutn", "quantize"}
     # the order recipes were always written in (the YAML beside an image, the list of valid keys)
     assert [param.name for param in recipes.RECIPE_PARAMS] == list(recipes.KEY_ORDER)
 

@@ -1,21 +1,17 @@
 """Drawn negatives (core/drawn_negatives.py): images the outline drawer makes against a guide in training,
-which every caption must pass over; a small random-init scenes CLIP, a few steps."""
+which every caption must pass over; a small random-init scenes CLIP, a few steps. (A training step with them:
+tests/test_adversarial.py.)"""
 from __future__ import annotations
 
 import clip
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.drawn_negatives import DrawnNegatives, contrastive_with_negatives, draw_for_captions
+from conftest import small_scenes_clip
+from core import recipes
+from core.drawn_negatives import DRAWER, DrawnNegatives, contrastive_with_negatives, draw_for_captions
 from core.models import normalise_images
-from core.scenes_clip import ARCHS, build_scenes_clip
-from core.train_scenes_clip import TRAINING_CONTEXT, _train_step, make_slot_head
-
-
-def _small_scenes_clip() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_scenes_clip({**ARCHS["scenes-critic"], "context_length": TRAINING_CONTEXT})
+from core.train_scenes_clip import TRAINING_CONTEXT
 
 
 def _text_units(model, captions: list[str]) -> torch.Tensor:
@@ -36,7 +32,7 @@ def test_without_drawn_images_the_loss_is_clip_s_symmetric_infonce():
 
 
 def test_drawing_raises_the_caption_similarity_and_leaves_the_model_alone():
-    model = _small_scenes_clip()
+    model = small_scenes_clip()
     model.train()
     captions = ["a red circle on the left", "a blue square"]
     text = _text_units(model, captions)
@@ -57,13 +53,6 @@ def test_drawing_raises_the_caption_similarity_and_leaves_the_model_alone():
     assert torch.allclose(again, drawn, atol=1e-5)  # seeded
 
 
-def test_a_training_step_with_drawn_negatives_updates_the_model():
-    model = _small_scenes_clip()
-    head = make_slot_head(512)
-    optimiser = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-4)
-    before = model.visual.conv1.weight.detach().clone()
-    contrastive, slot = _train_step(model, head, optimiser, np.random.default_rng(1), 8, 48, False, 1.0,
-                                    generator=torch.Generator().manual_seed(1),
-                                    negatives=DrawnNegatives(count=3, steps=2))
-    assert np.isfinite(contrastive) and np.isfinite(slot) and model.training
-    assert not torch.equal(model.visual.conv1.weight, before)
+def test_the_negatives_are_drawn_as_the_quick_recipe_draws():
+    """The drawer the negatives stand for is the quick recipe's: they must not drift apart."""
+    assert recipes.load_recipe("quick")["drawer"] == DRAWER
