@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("image_jobs", "bake_jobs", "evaluate_job", "bench", "store_jobs")),
     ("command line", "argparse: options into typed jobs; the scenes models' own commands",
      ("cli", "store_cli", "scenes_eval", "train_scenes_clip", "train_classifier_judge", "classifier_judge_eval",
-      "guide_gap")),
+      "guide_gap", "judge_shapes")),
 )
 
 # Imports allowed inside functions (elsewhere they hide a module's real dependencies): optional packages
