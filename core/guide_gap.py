@@ -29,9 +29,8 @@ def one_object_scenes() -> list[tuple[str, scenes.Scene]]:
     """(prompt, the scene it describes) for each shape, with a colour of its own."""
     pairs = []
     for colour, shape in zip(COLOURS, scenes.SHAPES):
-        article = "an" if colour[0] in "aeiou" else "a"
         drawn = scenes.SceneObject(colour, shape, "large", "center", (0.5, 0.5), 0.21)
-        pairs.append((f"{article} {colour} {shape}", scenes.Scene((drawn,), "gray")))
+        pairs.append((scenes.object_phrase(drawn), scenes.Scene((drawn,), "gray")))
     return pairs
 
 

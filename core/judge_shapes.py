@@ -35,7 +35,7 @@ def drawings(renderer: str, shape: str, n: int, rng: np.random.Generator, size: 
             drawn = other_scenes.place(rng, colour, shape, "center")
             images.append(other_scenes.render(other_scenes.OtherScene((drawn,), other_scenes.sample_background(rng)),
                                               size))
-        captions.append(f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}")
+        captions.append(scenes.with_article(f"{colour} {shape}"))
     return torch.stack(images), captions
 
 

@@ -24,7 +24,7 @@ from itertools import product
 from pathlib import Path
 
 from core.files import write_text_atomically
-from core.scenes import COLOURS, POSITION_PHRASES, RELATIONS, SHAPES
+from core.scenes import COLOURS, POSITION_PHRASES, RELATIONS, SHAPES, with_article
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 TUNING_FILES = ("scenes.txt", "scenes-store.txt")
@@ -34,7 +34,7 @@ PER_FORM = 16  # 48 test prompts: 16 of each form
 
 def _phrase(colour: str, shape: str) -> str:
     """'a red circle', 'an orange square'."""
-    return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}"
+    return with_article(f"{colour} {shape}")
 
 
 def prompt_forms() -> dict[str, list[str]]:

@@ -24,7 +24,7 @@ import dataclasses
 import re
 
 from core.scenes import (BACKGROUNDS, CAPTION_PREFIXES, COLOURS, OPPOSITE_RELATION, POSITION_PHRASES, POSITIONS,
-                         RELATIONS, SHAPES, SIZES)
+                         RELATIONS, SHAPES, SIZES, with_article)
 
 ATTRIBUTES = ("colour", "shape", "position", "relation")
 
@@ -45,8 +45,7 @@ class PromptObject:
 
     def phrase(self) -> str:
         """'a red circle', 'an orange star'."""
-        article = "an" if self.colour[0] in "aeiou" else "a"
-        return f"{article} {self.colour} {self.shape}"
+        return with_article(f"{self.colour} {self.shape}")
 
 
 @dataclasses.dataclass(frozen=True)

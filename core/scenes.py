@@ -204,11 +204,14 @@ def vary_one_attribute(scene: Scene, rng: np.random.Generator, attribute: str | 
 # ----------------------------------------------------------------------------------------------- captions
 
 
+def with_article(words: str) -> str:
+    """'red circle' -> 'a red circle', 'orange star' -> 'an orange star'."""
+    return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
+
+
 def object_phrase(obj: SceneObject, with_size: bool = False) -> str:
     """'a red circle', or 'a large red circle' with the size."""
-    words = f"{obj.size} {obj.colour} {obj.shape}" if with_size else f"{obj.colour} {obj.shape}"
-    article = "an" if words[0] in "aeiou" else "a"  # "an orange circle"
-    return f"{article} {words}"
+    return with_article(f"{obj.size} {obj.colour} {obj.shape}" if with_size else f"{obj.colour} {obj.shape}")
 
 
 def one_object_caption(obj: SceneObject, with_position: bool = True) -> str:
