@@ -2,7 +2,8 @@
 
 Every step draws a new batch: half random scenes (one or two objects), half "twins" of those scenes that
 differ in exactly one attribute (colour, shape, size, position, background, or two objects swapped). The
-twins are hard negatives: to tell a scene from its twin the model has to see that attribute.
+twins are hard negatives: to tell a scene from its twin the model has to see that attribute (--shape-twins
+makes more of them differ in shape, for close shapes such as circle and hexagon).
 Loss: symmetric InfoNCE with a learnable logit scale, as in CLIP, plus a training-only auxiliary loss that
 makes the image embedding say which colour and shape sit at each position. Reproducible from --seed.
 With --adversarial R, half of every batch is first pushed (L2 radius R) toward the wrong captions
@@ -37,6 +38,7 @@ from core.errors import UserError
 from core.models import normalise_images
 from core.scenes_clip import (ARCHS, build_scenes_clip, load_scenes_clip, read_scenes_clip_file, resolve_arch,
                               save_scenes_clip)
+from core.scene_augment import augment
 from core.scenes_eval import markdown_table, zero_shot_accuracy
 
 # Where the weights go without --out; "{arch}" becomes the --arch name, so each arch has its own file.
@@ -48,14 +50,61 @@ DEFAULT_OUT = "models/{arch}.pt"
 TRAINING_CONTEXT = 32
 
 
-def training_batch(rng: np.random.Generator, batch_size: int, image_size: int
-                   ) -> tuple[torch.Tensor, list[str], list[scenes.Scene]]:
-    """(images [B, 3, S, S] in [0, 1] with a little noise, captions, scenes): scenes and one-attribute twins."""
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """One training stage, as the command's options set it (see `main` for what each means)."""
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 5e-4
+    warmup: int = 200
+    weight_decay: float = 0.1
+    threads: int = 1
+    bf16: bool = False
+    slot_weight: float = 1.0
+    adversarial: float = 0.0       # > 0: half of every batch pushed toward the wrong captions
+    attack_steps: int = 3
+    negatives: DrawnNegatives | None = None
+    shape_twins: float = 0.0       # share of the twins that differ in shape (`training_batch`)
+    vary_drawing: bool = False     # warp, blur and recolour the drawings (`training_batch`)
+    init_from: str | None = None   # continue from these weights: a later stage
+    max_minutes: float | None = None
+    save_every: int = 500
+    eval_n: int = 200
+    eval_seed: int = 999_999
+
+    def record(self, earlier_training: dict | None) -> dict:
+        """What the saved model records about this stage (and, inside it, the earlier stages)."""
+        record = dict(seed=self.seed, steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
+                      weight_decay=self.weight_decay, threads=self.threads, training_context=TRAINING_CONTEXT,
+                      bf16=self.bf16, slot_weight=self.slot_weight, adversarial=self.adversarial,
+                      attack_steps=self.attack_steps,
+                      drawn_negatives=None if self.negatives is None else dataclasses.asdict(self.negatives),
+                      data="core.scenes: half random scenes, half one-attribute twins; pixel noise up to 0.08",
+                      init_from=earlier_training)
+        # Recorded only when used, so the records of earlier models stay as they were.
+        record.update({"shape_twins": self.shape_twins} if self.shape_twins > 0 else {})
+        record.update({"vary_drawing": True} if self.vary_drawing else {})
+        return record
+
+
+def training_batch(rng: np.random.Generator, batch_size: int, image_size: int, shape_twins: float = 0.0,
+                   vary_drawing: bool = False) -> tuple[torch.Tensor, list[str], list[scenes.Scene]]:
+    """(images [B, 3, S, S] in [0, 1] with a little noise, captions, scenes): scenes and one-attribute twins.
+
+    A `shape_twins` share of the twins differ in shape (the rest in an attribute picked at random, one in six
+    of them shape): a model trained on few shape twins confuses close shapes such as circle and hexagon.
+    `vary_drawing` warps, blurs and recolours each image a little (core/scene_augment.py).
+    """
     base = [scenes.sample_scene(rng) for _ in range(batch_size - batch_size // 2)]
-    twins = [scenes.vary_one_attribute(scene, rng) for scene in base[: batch_size // 2]]
+    # No extra draw at 0, so models trained before the option existed stay reproducible from their seed.
+    attributes = [("shape" if shape_twins > 0 and rng.random() < shape_twins else None) for _ in range(batch_size // 2)]
+    twins = [scenes.vary_one_attribute(scene, rng, attribute) for scene, attribute in zip(base, attributes)]
     batch = base + twins
     captions = [scenes.caption(scene, rng) for scene in batch]
     images = torch.stack([scenes.render_scene(scene, image_size) for scene in batch])
+    if vary_drawing:
+        images = augment(images, torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
     # Pixel noise of random strength, so the model also reads noisy (e.g. half-optimised) images.
     noise_strength = torch.from_numpy(rng.uniform(0.0, 0.08, size=(len(batch), 1, 1, 1)).astype(np.float32))
     noise = torch.from_numpy(rng.standard_normal(images.shape).astype(np.float32))
@@ -180,25 +229,24 @@ def _adversarial_half(model, images: torch.Tensor, tokens: torch.Tensor, radius:
 
 
 def _train_step(model: torch.nn.Module, slot_head: torch.nn.Linear, optimiser: torch.optim.Optimizer,
-                rng: np.random.Generator, batch_size: int, image_size: int, bf16: bool,
-                slot_weight: float, adversarial: float = 0.0, attack_steps: int = 3,
-                generator: torch.Generator | None = None, negatives: DrawnNegatives | None = None
-                ) -> tuple[float, float]:
+                rng: np.random.Generator, settings: TrainSettings, image_size: int,
+                generator: torch.Generator | None = None) -> tuple[float, float]:
     """One optimiser step on a fresh batch of drawn scenes; returns the contrastive and slot losses."""
-    images, captions, batch = training_batch(rng, batch_size, image_size)
+    images, captions, batch = training_batch(rng, settings.batch_size, image_size, settings.shape_twins,
+                                             settings.vary_drawing)
     tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
-    drawn = None
+    drawn, negatives = None, settings.negatives
     if negatives is not None and negatives.count > 0:
         with torch.no_grad():
             text = F.normalize(model.encode_text(tokens[:negatives.count]).float(), dim=-1)
         drawn = draw_for_captions(model, text, image_size, negatives, generator)
-    if adversarial > 0:
-        images = _adversarial_half(model, images, tokens, adversarial, attack_steps, generator)
+    if settings.adversarial > 0:
+        images = _adversarial_half(model, images, tokens, settings.adversarial, settings.attack_steps, generator)
     # bfloat16 matmuls would halve the CPU time, but a bfloat16 run learned colour only (the image
     # embeddings of different shapes and positions stayed equal to within bfloat16 rounding): off by default.
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
         contrastive, slot = training_losses(model, slot_head, images, tokens, batch, drawn)
-    loss = contrastive + slot_weight * slot
+    loss = contrastive + settings.slot_weight * slot
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
@@ -208,65 +256,51 @@ def _train_step(model: torch.nn.Module, slot_head: torch.nn.Linear, optimiser: t
     return contrastive.item(), slot.item()
 
 
-def train(arch: str, seed: int, steps: int, batch_size: int, out: str, lr: float = 5e-4,
-          warmup: int = 200, weight_decay: float = 0.1, threads: int = 1, save_every: int = 500,
-          eval_n: int = 200, eval_seed: int = 999_999, bf16: bool = False,
-          max_minutes: float | None = None, init_from: str | None = None,
-          slot_weight: float = 1.0, adversarial: float = 0.0, attack_steps: int = 3,
-          negatives: DrawnNegatives | None = None) -> dict[str, float]:
-    """Train a scenes CLIP of `arch` from `seed`, save it to `out`; return held-out zero-shot accuracy.
+def train(arch: str, settings: TrainSettings, out: str) -> dict[str, float]:
+    """Train a scenes CLIP of `arch` as `settings` say, save it to `out`; return held-out zero-shot accuracy.
 
-    `max_minutes` stops early (and saves) if the wall-clock budget runs out before `steps`.
-    `init_from` continues from saved weights (a second stage on fresh data from `seed`) instead of a fresh
-    initialisation; the earlier stage's training record is kept inside the new one.
-    `adversarial` > 0 trains on half-adversarial batches (`_adversarial_half`, `attack_steps` steps);
-    `negatives` adds images drawn against the model as it trains (core/drawn_negatives.py).
+    `settings.max_minutes` stops early (and saves) if the wall-clock budget runs out before the last step.
+    `settings.init_from` continues from saved weights (a later stage on fresh data from the seed) instead of
+    a fresh initialisation; the earlier stages' training record is kept inside the new one.
     """
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)  # the attacks' random starts
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)  # the attacks' random starts
     shipped_arch = resolve_arch(arch)
-    model, earlier_training = _initial_model(arch, shipped_arch, init_from)
+    model, earlier_training = _initial_model(arch, shipped_arch, settings.init_from)
     image_size = shipped_arch["image_resolution"]
     slot_head = make_slot_head(shipped_arch["embed_dim"])
-    optimiser = _optimiser(model, slot_head, lr, weight_decay)
-    settings = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                    weight_decay=weight_decay, threads=threads, training_context=TRAINING_CONTEXT, bf16=bf16,
-                    slot_weight=slot_weight, adversarial=adversarial, attack_steps=attack_steps,
-                    drawn_negatives=None if negatives is None else dataclasses.asdict(negatives),
-                    data="core.scenes: half random scenes, half one-attribute twins; pixel noise up to 0.08",
-                    init_from=earlier_training)
-    token_ids = vocabulary_token_ids()
+    optimiser = _optimiser(model, slot_head, settings.lr, settings.weight_decay)
+    record, token_ids = settings.record(earlier_training), vocabulary_token_ids()
 
     def save(done_steps: int, seconds: float) -> None:
-        training = {**settings, "steps_done": done_steps, "train_seconds": round(seconds, 1)}
+        training = {**record, "steps_done": done_steps, "train_seconds": round(seconds, 1)}
         save_scenes_clip(model, shipped_arch, out, token_ids, training)
 
     started = time.time()
-    done_steps = steps
+    steps = done_steps = settings.steps
     progress = tqdm(range(steps), desc=f"training {arch}", mininterval=5.0)
     for step in progress:
         for group in optimiser.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup)
-        contrastive, slot = _train_step(model, slot_head, optimiser, rng, batch_size, image_size, bf16, slot_weight,
-                                        adversarial, attack_steps, generator, negatives)
+            group["lr"] = learning_rate(step, steps, settings.lr, settings.warmup)
+        contrastive, slot = _train_step(model, slot_head, optimiser, rng, settings, image_size, generator)
         progress.set_postfix(contrastive=f"{contrastive:.3f}", slot=f"{slot:.3f}",
                              scale=f"{model.logit_scale.exp().item():.1f}")
-        if (step + 1) % save_every == 0 and step + 1 < steps:
+        if (step + 1) % settings.save_every == 0 and step + 1 < steps:
             save(step + 1, time.time() - started)
-        if max_minutes is not None and time.time() - started > 60 * max_minutes:
+        if settings.max_minutes is not None and time.time() - started > 60 * settings.max_minutes:
             done_steps = step + 1
-            print(f"stopping after {done_steps} steps: the {max_minutes} minute budget is spent")
+            print(f"stopping after {done_steps} steps: the {settings.max_minutes} minute budget is spent")
             break
     seconds = time.time() - started
     save(done_steps, seconds)
 
     # Evaluate what ships: the saved file, loaded back with the 77-position text context.
-    accuracy = zero_shot_accuracy(load_scenes_clip(out), n=eval_n, seed=eval_seed)
-    print(f"trained {arch} for {done_steps} steps of {batch_size} in {seconds / 60:.1f} min ({threads} thread(s));"
-          f" saved {out}")
-    print(markdown_table({f"{arch} (held-out seed {eval_seed})": accuracy}))
+    accuracy = zero_shot_accuracy(load_scenes_clip(out), n=settings.eval_n, seed=settings.eval_seed)
+    print(f"trained {arch} for {done_steps} steps of {settings.batch_size} in {seconds / 60:.1f} min "
+          f"({settings.threads} thread(s)); saved {out}")
+    print(markdown_table({f"{arch} (held-out seed {settings.eval_seed})": accuracy}))
     return accuracy
 
 
@@ -300,17 +334,22 @@ def main() -> None:
                         help="captions a batch that also get an image drawn against the model, which they must not "
                              "pick (core/drawn_negatives.py; 0: none)")
     parser.add_argument("--drawn-steps", type=cli.int_at_least(1), default=10, help="Adam steps of each drawing")
+    parser.add_argument("--shape-twins", type=cli.finite_float(0.0, 1.0), default=0.0,
+                        help="share of the twins that differ in shape (0: the attribute is drawn at random)")
+    parser.add_argument("--vary-drawing", action="store_true",
+                        help="warp, blur and recolour each training image a little (core/scene_augment.py)")
     parser.add_argument("--init-from", default=None, help="continue from these saved weights (a second stage)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where to save the weights ({arch}: the --arch name)")
     parser.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     args = parser.parse_args()
     out = output_path(args.out, args.arch, args.overwrite)
-    train(args.arch, args.seed, args.steps, args.batch_size, out, lr=args.lr, warmup=args.warmup,
-          threads=args.threads, save_every=args.save_every, eval_n=args.eval_n, bf16=args.bf16,
-          max_minutes=args.max_minutes, init_from=args.init_from,
-          slot_weight=args.slot_weight, adversarial=args.adversarial, attack_steps=args.attack_steps,
-          negatives=DrawnNegatives(args.drawn_negatives, args.drawn_steps) if args.drawn_negatives else None)
-
+    negatives = DrawnNegatives(args.drawn_negatives, args.drawn_steps) if args.drawn_negatives else None
+    train(args.arch, TrainSettings(
+        seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+        threads=args.threads, bf16=args.bf16, slot_weight=args.slot_weight, adversarial=args.adversarial,
+        attack_steps=args.attack_steps, negatives=negatives, shape_twins=args.shape_twins,
+        vary_drawing=args.vary_drawing, init_from=args.init_from, max_minutes=args.max_minutes,
+        save_every=args.save_every, eval_n=args.eval_n), out)
 
 if __name__ == "__main__":
     cli.run(main)  # a missing or damaged --init-from file: one line on stderr, no traceback

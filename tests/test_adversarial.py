@@ -10,7 +10,8 @@ from conftest import small_scenes_clip
 from core.adversarial import pgd_images
 from core.drawn_negatives import DrawnNegatives
 from core.models import normalise_images
-from core.train_scenes_clip import TRAINING_CONTEXT, _adversarial_half, _train_step, make_slot_head, training_batch
+from core.train_scenes_clip import (TRAINING_CONTEXT, TrainSettings, _adversarial_half, _train_step, make_slot_head,
+                                   training_batch)
 
 
 def _distances(moved: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -74,7 +75,7 @@ def test_a_hardened_training_step_updates_the_model_with_finite_losses(hardening
     head = make_slot_head(512)
     optimiser = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-4)
     before = model.visual.conv1.weight.detach().clone()
-    contrastive, slot = _train_step(model, head, optimiser, np.random.default_rng(1), 8, 48, False, 1.0,
-                                    generator=torch.Generator().manual_seed(1), **hardening)
+    contrastive, slot = _train_step(model, head, optimiser, np.random.default_rng(1),
+                                    TrainSettings(batch_size=8, **hardening), 48, torch.Generator().manual_seed(1))
     assert np.isfinite(contrastive) and np.isfinite(slot) and model.training
     assert not torch.equal(model.visual.conv1.weight, before)
