@@ -20,7 +20,7 @@ from core.drawers import build_drawer
 from core.models import normalise_images
 
 # The quick recipe's drawer, which these negatives stand for.
-DRAWER = {"outlines": {"count": 16, "gain": 0.25, "backdrop": "grey"}}
+DRAWER = {"outlines": {"count": 16, "gain": 0.25, "backdrop": "grey", "opacity": 0.0}}
 
 
 @dataclass(frozen=True)
