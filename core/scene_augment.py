@@ -52,10 +52,11 @@ def _blur(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     kernels = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
     kernels = kernels / kernels.sum(dim=1, keepdim=True)  # [B, 5]
     batch, channels, height, width = images.shape
-    flat = images.reshape(1, batch * channels, height, width)
-    per_channel = kernels.repeat_interleave(channels, dim=0)  # one kernel for each image's three channels
-    flat = F.conv2d(F.pad(flat, (2, 2, 0, 0), mode="replicate"), per_channel[:, None, None, :], groups=batch * channels)
-    flat = F.conv2d(F.pad(flat, (0, 0, 2, 2), mode="replicate"), per_channel[:, None, :, None], groups=batch * channels)
+    planes = batch * channels  # every channel of every image is convolved with its image's own kernel
+    flat = images.reshape(1, planes, height, width)
+    per_plane = kernels.repeat_interleave(channels, dim=0)
+    flat = F.conv2d(F.pad(flat, (2, 2, 0, 0), mode="replicate"), per_plane[:, None, None, :], groups=planes)
+    flat = F.conv2d(F.pad(flat, (0, 0, 2, 2), mode="replicate"), per_plane[:, None, :, None], groups=planes)
     return flat.reshape(batch, channels, height, width)
 
 
