@@ -20,7 +20,7 @@ AUTO_MODES = {
     "splice": ("each stage from one path at random, mixed with the new prompt", 0.3),
     "predict": ("the offsets predicted from the new prompt's embedding by a ridge regression fitted on every "
                 "baked path of the model in the store (--k unused; penalty by leave-one-out), added to the new "
-                "prompt", 2.0),
+                "prompt", 1.0),
 }
 # The mode when none is chosen (measured best on the tuning prompts, see the README), and the one used
 # instead when the store has too few paths to learn from.

@@ -96,8 +96,9 @@ def test_predict_learns_the_offsets_from_the_paths(tiny_clip):
     assert torch.allclose(targets, wanted, atol=0.01)
     mean_offset = torch.stack([F.normalize(path.guides, dim=-1) - path.prompt_embedding for path in paths]).mean(0)
     assert (targets - wanted).norm() < 0.2 * (F.normalize(new + mean_offset, dim=-1) - wanted).norm()
-    half, double = (auto_targets(tiny_clip, paths, new, "predict", path_weight=weight) for weight in (0.5, None))
-    assert (half - new).norm() < (targets - new).norm() < (double - new).norm()  # the default weight is 2
+    half, double = (auto_targets(tiny_clip, paths, new, "predict", path_weight=weight) for weight in (0.5, 2.0))
+    assert (half - new).norm() < (targets - new).norm() < (double - new).norm()
+    assert torch.equal(auto_targets(tiny_clip, paths, new, "predict"), targets)  # the default weight is 1
 
 
 def test_predict_needs_two_paths_of_the_model_and_stage_count(tiny_clip):
