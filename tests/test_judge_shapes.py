@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from core import scenes
@@ -29,6 +30,7 @@ def test_the_classifier_reads_clean_shapes_of_both_renderers():
     assert "| scenes-classifier | `other_scenes` |" in markdown({"scenes-classifier": table})
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_bad_count_is_one_line():
     result = subprocess.run([sys.executable, "-m", "core.judge_shapes", "--n", "100000"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)

@@ -315,6 +315,7 @@ def test_no_shape_twins_draws_the_batches_of_earlier_models():
     assert batch == base + [scenes.vary_one_attribute(scene, rng) for scene in base]
 
 
+@pytest.mark.slow  # two subprocesses
 def test_a_training_stage_records_its_settings_on_top_of_the_earlier_stage(tmp_path):
     """Two tiny stages of `python -m core.train_scenes_clip`: the second records its shape twins and
     varied drawings, and keeps the first stage's record inside its own."""
