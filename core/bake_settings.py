@@ -60,6 +60,12 @@ class BakeSettings:
                 "name, or none (the guide alone); never the judge of evaluate.py"})
     critic_weight: float = field(default=1.0, metadata={
         "help": "the critic's share of the meta-loss (1 = the critic alone)", "minimum": 0, "maximum": 1})
+    # measured on the 70 tuning scene prompts (README): the critic telling the prompt from its one-attribute
+    # twins carries over to the judges better than its distance alone
+    critic_contrast: float = field(default=0.1, metadata={
+        "help": "weight of the critic's caption contrast: for a scene prompt, the cross-entropy of the prompt "
+                "among the captions that differ from it in one stated attribute (0 = distance alone)",
+        "minimum": 0, "maximum": 10})
 
     def with_recipe(self, recipe: dict) -> "BakeSettings":
         """These settings with the recipe keys among them (`stages`, `meta_steps`) taken from a resolved recipe."""

@@ -25,7 +25,7 @@ from core.errors import DiskFull, UserError
 from core.files import check_writable_dir
 from core.jobs import BakeJob
 from core.limits import check_batch
-from core.meta_loss import Critic
+from core.meta_loss import Critic, encode_contrast
 from core.meta_optimisers import NEEDS_ANCHORS
 from core.models import Clip, load_clip, resolve_critic
 from core.paths import BakedPath
@@ -112,11 +112,18 @@ class Baker:
                 tally.reports[names[index]] = str(report)
                 self.log(f"  report: {report}")
 
+    def _critic(self, names: list[str]) -> Critic:
+        """The critic of a batch: each prompt's target and, when it weighs anything, its contrast captions."""
+        targets = torch.stack([encode_target(self.critic_clip, name, self.job.run.truncate, self.recipe["targets"])
+                               for name in names])
+        if self.bake.critic_contrast <= 0:
+            return Critic(self.critic_clip, targets, self.bake.critic_weight)
+        contrast, mask = encode_contrast(self.critic_clip, names)
+        return Critic(self.critic_clip, targets, self.bake.critic_weight, contrast, mask, self.bake.critic_contrast)
+
     def _bake(self, names: list[str], embeddings: torch.Tensor, seeds: list[int]) -> BakeResult:
         """The batched bake itself, with a progress bar and wandb logging of the meta-loss."""
-        critic = None if self.critic_clip is None else Critic(self.critic_clip, torch.stack(
-            [encode_target(self.critic_clip, name, self.job.run.truncate, self.recipe["targets"])
-             for name in names]), self.bake.critic_weight)
+        critic = None if self.critic_clip is None else self._critic(names)
         label = names[0][:30] if len(names) == 1 else f"{len(names)} prompts"
         bar = tqdm(total=self.bake.meta_steps, desc=f"bake {label}", disable=self.job.run.quiet, dynamic_ncols=True)
         config = {"prompts": names, **asdict(self.bake), **asdict(self.settings)}

@@ -174,22 +174,17 @@ def guide_loss(clip: Clip, pixels: torch.Tensor, targets: torch.Tensor, settings
             + settings.range_weight * range_penalty(images) + pipeline.constraints(images, progress))
 
 
-def final_loss(clip: Clip, images: torch.Tensor, prompt_embeddings: torch.Tensor, views: Callable | None = None,
-               n_views: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The meta-loss per prompt [P]: spherical distance of the final images [P,3,H,W] to the prompt.
-
-    With a `views` chain and `n_views > 0`, the mean over that many augmented views of the image
-    instead: a pattern that only fools CLIP at one exact framing does not survive them.
-    """
+def final_embeddings(clip: Clip, images: torch.Tensor, views: Callable | None = None, n_views: int = 0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """CLIP embeddings [P, V, D] of final images [P,3,H,W]: the image itself (V = 1), or, with a `views` chain
+    and `n_views > 0`, that many augmented views of it."""
     images = images.clamp(0, 1)
     if views is None or n_views <= 0:
         with autocast_for(images.device):
-            embeddings = clip.encode_images(images)
-        return spherical_distance(embeddings, prompt_embeddings)
+            return clip.encode_images(images)[:, None]
     with autocast_for(images.device):
         embeddings = clip.encode_images(views(images, 1.0, generator, n_views))
-    embeddings = embeddings.view(images.shape[0], n_views, -1)
-    return spherical_distance(embeddings, prompt_embeddings[:, None, :]).mean(dim=1)
+    return embeddings.view(images.shape[0], n_views, -1)
 
 
 def learning_rate(settings: RenderSettings, step: int, total: int) -> float:

@@ -125,3 +125,13 @@ def variants(scene_prompt: ScenePrompt, attribute: str) -> list[ScenePrompt]:
                 changed[index] = dataclasses.replace(obj, **{attribute: value})
                 found.append(ScenePrompt(tuple(changed), scene_prompt.relation))
     return found
+
+
+def contrast_captions(prompt: str) -> list[list[str]]:
+    """Per attribute a scene prompt states: its canonical wording, then every caption that differs from it in
+    that attribute alone (a bake's critic asks that the image be told from them). [] for other prompts."""
+    scene_prompt = parse_scene_prompt(prompt)
+    if scene_prompt is None:
+        return []
+    return [[scene_prompt.text(), *(variant.text() for variant in variants(scene_prompt, attribute))]
+            for attribute in attributes(scene_prompt)]

@@ -144,6 +144,8 @@ CASES = [
      r"--trust-angle: expected a finite"),
     ("sigma inf", "bake.py", ["a red circle", *BAKE, "--sigma", "inf"], r"--sigma: expected a finite"),
     ("critic weight 2", "bake.py", ["a red circle", *BAKE, "--critic-weight", "2"], r"--critic-weight: must be 0 to 1"),
+    ("critic contrast nan", "bake.py", ["a red circle", *BAKE, "--critic-contrast", "nan"],
+     r"--critic-contrast: expected a finite"),
     ("claim ttl nan", "batch_bake.py", ["a red circle", *BAKE, "--claim-ttl", "nan"], r"--claim-ttl: expected"),
     # 3. files that must not run code or spoil anything
     ("torch file with code", "microwave.py", ["{fix}/evil.pt", *IMAGE], r"refusing to load, it contains a posix"),
