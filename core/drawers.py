@@ -43,10 +43,18 @@ def uniform_pixels(seeds: list[int], size: int) -> torch.Tensor:
     return torch.stack([torch.rand(3, size, size, generator=_generator(seed)) * 2 - 1 for seed in seeds])
 
 
-class Pixels:
-    """Raw RGB pixels, image = (raw + 1) / 2; the range penalty keeps them in [0, 1]."""
+class Drawer:
+    """What every drawer shares: no prior of its own on its parameters unless it says otherwise."""
 
     invertible = True
+
+    def penalty(self, params: torch.Tensor) -> torch.Tensor:
+        """The drawer's own regulariser per image [P], added to the guide's loss (none: zeros)."""
+        return params.new_zeros(params.shape[0])
+
+
+class Pixels(Drawer):
+    """Raw RGB pixels, image = (raw + 1) / 2; the range penalty keeps them in [0, 1]."""
 
     def __init__(self, size: int, values: dict):
         self.size = size
@@ -71,10 +79,8 @@ def colour_matrix(device: torch.device) -> torch.Tensor:
     return matrix / matrix.norm(dim=0).max()
 
 
-class Fourier:
+class Fourier(Drawer):
     """A spectrum scaled by 1/f^decay, to decorrelated colour, to [0, 1] by a sigmoid."""
-
-    invertible = True
 
     def __init__(self, size: int, values: dict):
         self.size, self.decay = size, values["decay"]
@@ -105,11 +111,9 @@ class Fourier:
         return torch.stack([spectrum.real, spectrum.imag], dim=-1)
 
 
-class Pyramid:
+class Pyramid(Drawer):
     """Images at `levels` scales (each half the side of the one before), upsampled and summed; image =
     (sum + 1) / 2. One step of a coarse level moves a whole region, so layout forms before detail."""
-
-    invertible = True
 
     def __init__(self, size: int, values: dict):
         self.size = size
@@ -141,7 +145,7 @@ class Pyramid:
         return self._join([images * 2 - 1, *coarse])
 
 
-class Shapes:
+class Shapes(Drawer):
     """`count` soft-edged shapes over a background, painted back to front (CLIPDraw-like, in plain torch).
 
     Each shape is a row: its geometry (centre x and y, log radius), colour logits R G B, opacity logit; the
@@ -223,6 +227,13 @@ class Outlines(Shapes):
         super().__init__(size, values)
         self.vertices = values["vertices"]
         self.geometry = 2 + self.vertices
+        self.roundness = values["roundness"]
+
+    def penalty(self, params: torch.Tensor) -> torch.Tensor:
+        """`roundness` times the mean over outlines of their log radii's variance: 0 for circles, so an outline
+        keeps corners and arms only where the guide's gradient pays for them (measured: README, "Drawers")."""
+        log_radii = self.gain * params[:, :-1, 2:2 + self.vertices]
+        return self.roundness * log_radii.var(dim=-1, unbiased=False).mean(dim=-1)
 
     def _outlines(self, count: int, generator: torch.Generator) -> torch.Tensor:
         circles = super()._outlines(count, generator)
@@ -293,6 +304,8 @@ def shapes(size, values):
     Param("count", 32, "number of outlines", kind="int", minimum=1, maximum=MAX_SHAPES),
     Param("vertices", 16, "angles at which an outline's radius is free", kind="int", minimum=3, maximum=64),
     Param("softness", 1.0, "width of an outline's edge in pixels", minimum=0.05, maximum=64),
+    Param("roundness", 0.0, "weight of a pull of every outline toward a circle (its log radii's variance)",
+          minimum=0, maximum=1000),
     Param("gain", 0.25, "scale of positions and radii: the size of one optimiser step", minimum=1e-3, maximum=10),
     Param("backdrop", "free", "the background behind the shapes: free (any colour) or grey (brightness only)",
           kind="text", choices=("free", "grey")),
