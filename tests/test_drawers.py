@@ -4,6 +4,7 @@ recipe's checks, and the scripts with every drawer."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -88,6 +89,42 @@ def test_an_outline_takes_the_radii_its_parameters_say():
     assert (red - red.flip(1)).abs().max() < 1e-3  # symmetric left-right
 
 
+def test_roundness_is_zero_for_a_circle_and_grows_with_an_outlines_arms():
+    """`roundness` x the mean over outlines of their log radii's variance: 0 for circles, 0 when off, and a
+    four-pointed cross (radii 0.6 and 0.15 at alternate angles, gain 1) costs roundness x (ln 4 / 2)^2."""
+    drawer = build_drawer({"outlines": {"count": 2, "vertices": 8, "gain": 1.0, "roundness": 3.0}}, 16)
+    params = drawer.init([0, 1], torch.device("cpu"))
+    assert drawer.penalty(params).abs().max() < 1e-6  # every outline starts as a circle
+    params[1, 0, 2:10] = torch.tensor([0.6, 0.15] * 4).log()  # prompt 1, first of its two outlines: a cross
+    expected = 3.0 * (math.log(4) / 2) ** 2 / 2  # the cross's variance, averaged with the other (circle) outline
+    penalty = drawer.penalty(params)
+    assert penalty[0].abs() < 1e-6 and abs(penalty[1].item() - expected) < 1e-4 * expected, penalty
+    off = build_drawer({"outlines": {"count": 2, "vertices": 8, "gain": 1.0}}, 16)
+    assert off.penalty(params).abs().max() == 0
+
+
+@pytest.mark.parametrize("name", ["pixels", "fft", "pyramid", "shapes"])
+def test_other_drawers_add_no_penalty(name):
+    drawer = build_drawer(name, 16)
+    params = drawer.init([0, 1], torch.device("cpu"))
+    assert drawer.penalty(params).shape == (2,) and (drawer.penalty(params) == 0).all()
+
+
+def test_roundness_keeps_outlines_rounder_in_a_replay(tiny_clip):
+    """The same start and guide: with the pull toward circles the outlines end with less spread in their
+    radii than without, and the guide's loss still falls."""
+    embedding = tiny_clip.encode_text(["a blue square"])
+    spreads = []
+    for roundness in (0.0, 30.0):
+        settings = replace(SMALL, drawer={"outlines": {"count": 4, "roundness": roundness}}, lr=0.2)
+        losses = []
+        params = replay(tiny_clip, initial_guides(embedding, 2), settings, random_start(settings, [0], tiny_clip.device),
+                        on_step=lambda step, pixels, loss: losses.append(loss.item()))
+        assert losses[-1] < losses[0], losses
+        spreads.append(params[0, :-1, 2:18].var(dim=-1).mean().item())
+    assert spreads[0] > 1e-4 and spreads[1] < 0.5 * spreads[0], spreads
+
+
 @pytest.mark.parametrize("name", ["shapes", "outlines"])
 def test_a_grey_backdrop_has_no_hue(name):
     """Where no shape covers the image, a grey backdrop is one brightness in all channels; a free one is not."""
@@ -140,6 +177,11 @@ def test_the_meta_gradient_reaches_every_stage_through_every_drawer(tiny_clip, n
     assert torch.isfinite(per_stage).all() and (per_stage > 0).all(), per_stage
 
 
+def test_the_meta_gradient_reaches_every_stage_through_round_outlines(tiny_clip):
+    per_stage = _meta_gradient(tiny_clip, replace(SMALL, drawer={"outlines": {"count": 4, "roundness": 3.0}}))
+    assert torch.isfinite(per_stage).all() and (per_stage > 0).all(), per_stage
+
+
 def test_adams_denominator_keeps_the_meta_gradient_finite_where_a_gradient_is_zero():
     """A parameter whose gradient is exactly 0 (a shape off the image) must not make the meta-gradient NaN."""
     pixels = torch.zeros(3, requires_grad=True)
@@ -155,6 +197,8 @@ def test_adams_denominator_keeps_the_meta_gradient_finite_where_a_gradient_is_ze
 @pytest.mark.parametrize("config, message", [
     ("brush", "unknown drawer 'brush'; valid: fft, outlines, pixels, pyramid, shapes"),
     ({"outlines": {"vertices": 2}}, "parameter 'vertices' expects an integer, 3 to 64"),
+    ({"outlines": {"roundness": -1}}, "parameter 'roundness' expects a number, 0 to 1000"),
+    ({"outlines": {"roundness": float("nan")}}, "parameter 'roundness' expects a number, 0 to 1000"),
     ({"shapes": {"count": 0}}, "parameter 'count' expects an integer, 1 to 1024"),
     ({"shapes": {"count": 10**9}}, "parameter 'count' expects an integer, 1 to 1024"),
     ({"pyramid": {"levels": 99}}, "parameter 'levels' expects an integer, 1 to 12"),
