@@ -232,6 +232,8 @@ class Outlines(Shapes):
     def penalty(self, params: torch.Tensor) -> torch.Tensor:
         """`roundness` times the mean over outlines of their log radii's variance: 0 for circles, so an outline
         keeps corners and arms only where the guide's gradient pays for them (measured: README, "Drawers")."""
+        if not self.roundness:  # off: no work in the renderer's loop
+            return super().penalty(params)
         log_radii = self.gain * params[:, :-1, 2:2 + self.vertices]
         return self.roundness * log_radii.var(dim=-1, unbiased=False).mean(dim=-1)
 
