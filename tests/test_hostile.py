@@ -70,6 +70,7 @@ def fix(tmp_path_factory):
     (root / "latin1.yaml").write_bytes("targets: caf\xe9\n".encode("latin-1"))
     (root / "tag.yaml").write_text("size: !!python/object/apply:os.system ['touch PWNED']\n")
     (root / "lr_nan.yaml").write_text("lr: .nan\n")
+    (root / "roundness_inf.yaml").write_text("drawer: {outlines: {roundness: .inf}}\n")
     (root / "long_key.yaml").write_text("? " + "k" * 50_000 + "\n: 1\n")
     (root / "long_number.yaml").write_text("size: " + "9" * 60_000 + "\n")
     (root / "huge.png").write_bytes(png_header(20000, 20000))
@@ -138,6 +139,8 @@ CASES = [
     ("lr nan", "normal.py", ["a red circle", *IMAGE, "--lr", "nan"], r"--lr: expected a finite number"),
     ("tv weight inf", "normal.py", ["a red circle", *IMAGE, "--tv-weight", "inf"], r"--tv-weight: expected a finite"),
     ("recipe lr nan", "normal.py", ["a red circle", *IMAGE, "--recipe", "{fix}/lr_nan.yaml"], r"'lr' expects"),
+    ("drawer roundness inf", "normal.py", ["a red circle", *IMAGE, "--recipe", "{fix}/roundness_inf.yaml"],
+     r"'roundness' expects a number, 0 to 1000"),
     ("meta-lr nan", "bake.py", ["a red circle", *BAKE, "--meta-lr", "nan"], r"--meta-lr: expected a finite"),
     ("meta-lr -1", "bake.py", ["a red circle", *BAKE, "--meta-lr", "-1"], r"--meta-lr: must be at least 0"),
     ("trust-angle nan", "bake.py", ["a red circle", *BAKE, "--meta", "cma", "--trust-angle", "nan"],
