@@ -234,8 +234,11 @@ class Outlines(Shapes):
         keeps corners and arms only where the guide's gradient pays for them (measured: README, "Drawers")."""
         if not self.roundness:  # off: no work in the renderer's loop
             return super().penalty(params)
-        log_radii = self.gain * params[:, :-1, 2:2 + self.vertices]
-        return self.roundness * log_radii.var(dim=-1, unbiased=False).mean(dim=-1)
+        return self.roundness * self._log_radii(params[:, :-1]).var(dim=-1, unbiased=False).mean(dim=-1)
+
+    def _log_radii(self, shapes: torch.Tensor) -> torch.Tensor:
+        """Each outline's log radius at its `vertices` angles [P, N, V], from its rows [P, N, ...]."""
+        return self.gain * shapes[:, :, 2:2 + self.vertices]
 
     def _outlines(self, count: int, generator: torch.Generator) -> torch.Tensor:
         circles = super()._outlines(count, generator)
@@ -250,7 +253,7 @@ class Outlines(Shapes):
         below = turns.floor()
         weight = turns - below
         first = below.long() % self.vertices
-        log_radii = self.gain * shapes[:, :, 2:2 + self.vertices]  # [P, N, V]
+        log_radii = self._log_radii(shapes)
 
         def radius_at(index: torch.Tensor) -> torch.Tensor:  # [P, N, H, W] angles' indices -> log radii
             return log_radii.gather(-1, index.flatten(2)).reshape(index.shape)
