@@ -27,7 +27,8 @@ from core.jobs import BakeJob
 from core.limits import check_batch
 from core.meta_loss import Critic, encode_contrast
 from core.meta_optimisers import NEEDS_ANCHORS
-from core.models import Clip, load_clip, resolve_critic
+from core.critics import resolve_critic
+from core.models import Clip, load_clip
 from core.paths import BakedPath
 from core.render import RenderSettings
 from core.report import change_text, verdict_of

@@ -29,7 +29,8 @@ from core.jobs import BenchJob
 from core.limits import check_batch
 from core.losses import range_penalty, spherical_distance, total_variation
 from core.meta_loss import Critic
-from core.models import Clip, _clip_package, load_clip, resolve_critic, resolve_device
+from core.critics import resolve_critic
+from core.models import Clip, _clip_package, load_clip, resolve_device
 from core.render import Pipeline, RenderSettings, autocast_for, random_pixels, random_start, replay, to_image
 from core.sizing import AUTO, resolve_batch_size
 

@@ -11,7 +11,8 @@ from core.evaluate import METHODS, evaluate
 from core.files import check_writable_dir, unique_dir
 from core.jobs import BakeJob, EvaluateJob
 from core.judges import check_scene_prompts, load_judge
-from core.models import load_clip, model_name, resolve_critic
+from core.critics import resolve_critic
+from core.models import load_clip, model_name
 from core.prompt_lists import read_prompts
 from core.render import RenderSettings
 from core.store import find_path, list_paths

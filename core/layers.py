@@ -16,7 +16,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("toolkit", "the registries of pluggable parts and their entries",
      ("registry", "drawers", "transforms", "constraints", "postproc")),
     ("models", "loading models: the CLIPs, the classifier judge, evaluate.py's judges",
-     ("scenes_clip", "open_clip_models", "models", "classifier_judge", "classifier_judge_data", "judges")),
+     ("scenes_clip", "open_clip_models", "models", "critics", "classifier_judge", "classifier_judge_data", "judges")),
     ("render", "the pixel renderer, and what a bake's settings and stage targets are made of, and images drawn "
                "against a guide in training",
      ("render", "anchors", "auto", "bake_settings", "drawn_negatives")),

@@ -137,7 +137,7 @@ def replay_loss(clip: Clip, guides: torch.Tensor, prompt_embeddings: torch.Tenso
     if critic is None or critic.weight < 1:
         guide_weight = 1.0 if critic is None else 1 - critic.weight
         embeddings = _final_embeddings(clip, images, meta_views, view_draw)
-        losses = losses + guide_weight * spherical_distance(
+        losses = losses + guide_weight * clip.distance(
             embeddings, prompt_embeddings.repeat_interleave(starts, dim=0)[:, None, :]).mean(dim=1)
     if critic is not None and critic.weight > 0:
         losses = losses + critic.weight * critic.loss(images, meta_views, view_draw)

@@ -169,7 +169,7 @@ def guide_loss(clip: Clip, pixels: torch.Tensor, targets: torch.Tensor, settings
     with autocast_for(pixels.device):
         embeddings = encode(views)
     embeddings = embeddings.view(batch, settings.cutn, -1)
-    distance = spherical_distance(embeddings, targets[:, None, :]).mean(dim=1)
+    distance = clip.distance(embeddings, targets[:, None, :]).mean(dim=1)
     return (distance + settings.tv_weight * total_variation(images) + pipeline.drawer.penalty(pixels)
             + settings.range_weight * range_penalty(images) + pipeline.constraints(images, progress))
 

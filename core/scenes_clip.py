@@ -35,6 +35,7 @@ SHIPPED: dict[str, Path] = {
     "scenes": MODELS_DIR / "scenes.pt",
     "scenes-judge": MODELS_DIR / "scenes-judge.pt",
     "scenes-critic": MODELS_DIR / "scenes-critic.pt",
+    "scenes-shapes": MODELS_DIR / "scenes-shapes.pt",
 }
 
 # Constructor arguments of `clip.model.CLIP`. A tuple `vision_layers` makes the image tower the clip
@@ -57,6 +58,12 @@ ARCHS: dict[str, dict] = {
     "scenes-critic": dict(
         embed_dim=512, image_resolution=48, vision_layers=(1, 1, 1, 1), vision_width=16, vision_patch_size=None,
         context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=2,
+    ),
+    # The guide's architecture, trained from scratch with half of the twins differing in shape and without the
+    # adversarial stage: it tells shapes apart (hexagons too), and guides only beside the guide (`scenes-mix`).
+    "scenes-shapes": dict(
+        embed_dim=512, image_resolution=48, vision_layers=(1, 1, 1, 1), vision_width=24, vision_patch_size=None,
+        context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=3,
     ),
     # The first shipped guide's ViT, kept for comparison runs of the training script.
     "scenes-vit": dict(

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import run_script
-from core import models
+from core import critics, models
 from core.errors import UserError
 from core.models import build_tiny_clip, load_clip, resolve_device
 
@@ -55,10 +55,10 @@ def test_shipped_scenes_model_loads_by_name_and_file(scenes_clip):
     assert torch.allclose(by_file.encode_text(["a red circle"]), scenes_clip.encode_text(["a red circle"]))
 
 
-def test_auto_falls_back_to_scenes_offline(monkeypatch, tmp_path, capsys):
+def test_auto_falls_back_to_the_scenes_mix_offline(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))  # no cached ViT-B/32
     monkeypatch.setattr(models, "_download_reachable", lambda name, timeout=3.0: False)
-    assert models.resolve_auto() == "scenes"
+    assert models.resolve_auto() == "scenes-mix"
     notice = capsys.readouterr().err
     assert "ViT-B/32" in notice and "scenes" in notice and len(notice.strip().splitlines()) == 1
 
@@ -127,22 +127,22 @@ def test_cuda_encode_under_bf16_autocast():
 
 
 def test_critic_resolution(monkeypatch, tmp_path, capsys):
-    assert models.resolve_critic("auto", "scenes") == "scenes-critic"
-    assert models.resolve_critic("auto", "scenes-critic") == "scenes"  # never its own critic
-    assert models.resolve_critic("auto", "tiny") == ""  # nothing natural to pair with a test model
-    assert models.resolve_critic("none", "scenes") == "" and models.resolve_critic("", "scenes") == ""
-    assert models.resolve_critic("scenes-judge", "scenes") == "scenes-judge"
+    assert critics.resolve_critic("auto", "scenes") == "scenes-critic"
+    assert critics.resolve_critic("auto", "scenes-critic") == "scenes"  # never its own critic
+    assert critics.resolve_critic("auto", "tiny") == ""  # nothing natural to pair with a test model
+    assert critics.resolve_critic("none", "scenes") == "" and critics.resolve_critic("", "scenes") == ""
+    assert critics.resolve_critic("scenes-judge", "scenes") == "scenes-judge"
     with pytest.raises(UserError, match="another model"):
-        models.resolve_critic("scenes", "scenes")
+        critics.resolve_critic("scenes", "scenes")
     weights = tmp_path / "weights" / "guide.pt"  # a weights file is named by its file name, however given
     weights.parent.mkdir()
     weights.write_bytes(b"weights")
     with pytest.raises(UserError, match="another model"):
-        models.resolve_critic(str(weights), "guide.pt")
+        critics.resolve_critic(str(weights), "guide.pt")
     monkeypatch.setenv("HOME", str(tmp_path))  # nothing cached, nothing reachable: the guide alone, said once
     monkeypatch.setattr(models, "_download_reachable", lambda name, timeout=3.0: False)
-    assert models.resolve_critic("auto", "ViT-B/32") == ""
+    assert critics.resolve_critic("auto", "ViT-B/32") == ""
     assert "RN50" in capsys.readouterr().err
     monkeypatch.setattr(models, "_download_reachable", lambda name, timeout=3.0: True)
-    assert models.resolve_critic("auto", "ViT-B/32") == "RN50"
-    assert models.resolve_critic("auto", "RN50") == "ViT-B/16"
+    assert critics.resolve_critic("auto", "ViT-B/32") == "RN50"
+    assert critics.resolve_critic("auto", "RN50") == "ViT-B/16"

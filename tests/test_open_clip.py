@@ -15,7 +15,8 @@ from core.bake import bake_prompts
 from core.bake_settings import BakeSettings
 from core.meta_loss import Critic, initial_guides, replay_loss
 from core.errors import UserError
-from core.models import CLIP_MEAN, CLIP_STD, load_clip, model_name, resolve_critic
+from core.critics import resolve_critic
+from core.models import CLIP_MEAN, CLIP_STD, load_clip, model_name
 from core.open_clip_models import OPENAI_ARCHS, clip_constructor_args, open_clip_critic_candidates
 from core.render import Pipeline, RenderSettings, random_pixels, replay
 from core.paths import BakedPath, check_compatible, load_path
