@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from core.errors import UserError
 from core import models  # its download checks by module, so tests can stand in for the network
+from core.errors import UserError
 from core.models import AUTO_NAME, TINY_NAME, Clip, ClipMix, mix_members, model_name
 from core.open_clip_models import (OPENAI_ARCHS, is_open_clip_name, open_clip_critic_candidates,
                                    open_clip_weights_available)
@@ -29,12 +29,13 @@ def resolve_critic(critic: str, guide: Clip | str) -> str:
     guide_name, known_as = (guide, "") if isinstance(guide, str) else (guide.name, guide.known_as)
     if critic in NO_CRITIC:
         return ""
-    if mix_members(guide_name) is not None:
-        return _mix_critic(critic, guide)
     if critic != AUTO_NAME:
-        if model_name(critic) == guide_name:  # a weights file by its file name, as the guide is named
+        # a weights file by its file name, as the guide is named; a mix by its members
+        if _models_in(critic) & _models_in(guide_name):
             raise UserError(f"the critic must be another model than the guide ({guide_name})")
         return critic
+    if mix_members(guide_name) is not None:
+        return _mix_critic(guide)
     if is_open_clip_name(guide_name):
         return _first_available_critic(open_clip_critic_candidates(guide_name), guide_name)
     known = guide_name if guide_name in SHIPPED or guide_name in OPENAI_ARCHS else known_as
@@ -48,14 +49,18 @@ def resolve_critic(critic: str, guide: Clip | str) -> str:
     return ""
 
 
-def _mix_critic(critic: str, guide: Clip | str) -> str:
-    """The critic of a mix: as for its first member, and never one of its members."""
+def _models_in(name: str) -> set[str]:
+    """The models a name stands for: a mix's members, or the one model."""
+    members = mix_members(name)
+    return {model_name(member) for _, member in members} if members else {model_name(name)}
+
+
+def _mix_critic(guide: Clip | str) -> str:
+    """`--critic auto` for a mix: its first member's critic, unless that is a member too (then none)."""
     members = guide.members if isinstance(guide, ClipMix) else [member for _, member in mix_members(guide)]
     names = [member if isinstance(member, str) else member.name for member in members]
-    chosen = resolve_critic(critic, members[0])
+    chosen = resolve_critic(AUTO_NAME, members[0])
     if chosen and model_name(chosen) in names:
-        if critic != AUTO_NAME:
-            raise UserError(f"the critic must be another model than the guide's ({', '.join(names)})")
         print(f"notice: no critic for {', '.join(names)} outside the mix; baking with the guide alone",
               file=sys.stderr)
         return ""

@@ -133,6 +133,7 @@ class ClipMix(Clip):
                           for part, weight in zip(parts, self.weights)], dim=-1)
 
     def tokenize(self, prompts: list[str], truncate: bool = False, allow_empty: bool = False) -> torch.Tensor:
+        """The first member's tokens, once every member has checked the prompts against its own limits."""
         return [member.tokenize(prompts, truncate, allow_empty) for member in self.members][0]
 
     def encode_text(self, prompts: list[str], truncate: bool = False, allow_empty: bool = False) -> torch.Tensor:
@@ -273,8 +274,8 @@ def mix_members(name: str) -> list[tuple[float, str]] | None:
         if not 0 < weight <= MAX_MIX_WEIGHT:  # also refuses nan
             raise UserError(f"a weight in the mix '{name}' must be above 0 and at most {MAX_MIX_WEIGHT:g}")
         member = member.strip()
-        if not member or member in SHIPPED_MIXES:
-            raise UserError(f"the mix '{name}' needs a model in every term, and none may be a mix itself")
+        if not member or member in SHIPPED_MIXES or member == AUTO_NAME:
+            raise UserError(f"the mix '{name}' needs a named model in every term (not auto, nor a mix itself)")
         terms.append((weight, member))
     if len({model_name(member) for _, member in terms}) < len(terms):
         raise UserError(f"the mix '{name}' names a model twice")

@@ -33,8 +33,8 @@ def test_names_parse_and_print_in_one_form():
 
 @pytest.mark.parametrize("name, words", [
     ("scenes+x*tiny", "bad weight"), ("scenes+0*tiny", "above 0"), ("scenes+nan*tiny", "above 0"),
-    ("scenes+1000*tiny", "at most"), ("scenes+scenes", "twice"), ("scenes+", "a model in every term"),
-    ("scenes-mix+tiny", "a mix itself"), ("scenes+nosuchmodel", "unknown model"),
+    ("scenes+1000*tiny", "at most"), ("scenes+scenes", "twice"), ("scenes+", "a named model in every term"),
+    ("scenes-mix+tiny", "a mix itself"), ("auto+0.3*scenes", "not auto"), ("scenes+nosuchmodel", "unknown model"),
 ])
 def test_bad_mixes_are_user_errors(name, words):
     with pytest.raises(UserError, match=words):
@@ -80,8 +80,10 @@ def test_the_guides_loss_is_each_members_distance_times_its_weight(mix):
 def test_the_critic_of_a_mix_is_never_a_member(capsys):
     assert resolve_critic("auto", "scenes-mix") == "scenes-critic"
     assert resolve_critic("scenes-judge", "scenes-mix") == "scenes-judge"
-    with pytest.raises(UserError, match="another model than the guide's"):
-        resolve_critic("scenes-shapes", "scenes-mix")
+    for critic, guide in [("scenes-shapes", "scenes-mix"), ("scenes-mix", "scenes-mix"),
+                          ("scenes+0.5*scenes-judge", "scenes-mix"), ("scenes-judge+scenes", "scenes")]:
+        with pytest.raises(UserError, match="another model than the guide"):
+            resolve_critic(critic, guide)
     # the first member's partner is in the mix: no critic, with a one-line notice
     assert resolve_critic("auto", "scenes-critic+scenes") == ""
     assert "outside the mix" in capsys.readouterr().err
