@@ -59,18 +59,17 @@ ARCHS: dict[str, dict] = {
         embed_dim=512, image_resolution=48, vision_layers=(1, 1, 1, 1), vision_width=16, vision_patch_size=None,
         context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=2,
     ),
-    # The guide's architecture, trained from scratch with half of the twins differing in shape and without the
-    # adversarial stage: it tells shapes apart (hexagons too), and guides only beside the guide (`scenes-mix`).
-    "scenes-shapes": dict(
-        embed_dim=512, image_resolution=48, vision_layers=(1, 1, 1, 1), vision_width=24, vision_patch_size=None,
-        context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=3,
-    ),
     # The first shipped guide's ViT, kept for comparison runs of the training script.
     "scenes-vit": dict(
         embed_dim=512, image_resolution=48, vision_layers=4, vision_width=128, vision_patch_size=8,
         context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=3,
     ),
 }
+
+# The guide's architecture, trained from scratch with half of the twins differing in shape and without the
+# adversarial stage: it tells shapes apart (hexagons too), and guides only beside the guide (`scenes-mix`).
+ARCHS["scenes-shapes"] = dict(ARCHS["scenes"])
+
 
 def resolve_arch(arch_name_or_dict: str | dict) -> dict[str, int]:
     """The constructor arguments for an architecture name in ARCHS, or a copy of the dict given."""
