@@ -57,12 +57,11 @@ def _models_in(name: str) -> set[str]:
 
 def _mix_critic(guide: Clip | str) -> str:
     """`--critic auto` for a mix: its first member's critic, unless that is a member too (then none)."""
-    members = guide.members if isinstance(guide, ClipMix) else [member for _, member in mix_members(guide)]
-    names = [member if isinstance(member, str) else member.name for member in members]
-    chosen = resolve_critic(AUTO_NAME, members[0])
-    if chosen and model_name(chosen) in names:
-        print(f"notice: no critic for {', '.join(names)} outside the mix; baking with the guide alone",
-              file=sys.stderr)
+    guide_name = guide if isinstance(guide, str) else guide.name
+    first = guide.members[0] if isinstance(guide, ClipMix) else mix_members(guide)[0][1]  # a Clip keeps known_as
+    chosen = resolve_critic(AUTO_NAME, first)
+    if chosen and _models_in(chosen) & _models_in(guide_name):
+        print(f"notice: no critic for {guide_name} outside the mix; baking with the guide alone", file=sys.stderr)
         return ""
     return chosen
 
