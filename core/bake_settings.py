@@ -27,7 +27,9 @@ class BakeSettings:
         "recipe": True})
     meta: str = field(default="unrolled", metadata={"help": "meta-optimiser"})  # choices: meta_optimisers
     # measured on the scenes models (README): 5e-4 lifts the judge most; 1e-3 and more overfit the critic
-    meta_lr: float = field(default=0.0005, metadata={"help": "learning rate of the guides (unrolled)", "minimum": 0})
+    # (the quick recipe halves it for the scenes-mix guide)
+    meta_lr: float = field(default=0.0005, metadata={"help": "learning rate of the guides (unrolled)", "minimum": 0,
+                                                      "recipe": True})
     unroll: int = field(default=1, metadata={
         "help": "K: inner steps differentiated at the end of each stage (unrolled)", "minimum": 1,
         "maximum": MAX_UNROLL})
@@ -68,6 +70,6 @@ class BakeSettings:
         "minimum": 0, "maximum": 10})
 
     def with_recipe(self, recipe: dict) -> "BakeSettings":
-        """These settings with the recipe keys among them (`stages`, `meta_steps`) taken from a resolved recipe."""
+        """These settings with the recipe keys among them (`stages`, `meta_steps`, `meta_lr`) taken from a resolved recipe."""
         return replace(self, **{item.name: recipe[item.name] for item in fields(self)
                                 if item.metadata.get("recipe") and item.name in recipe})

@@ -4,7 +4,7 @@ or Ray task is given (pickled), with its device set.
 
 Recipes: a job holds the recipe as the command line chose it (`recipes.RecipeChoice`: a name and the
 values given as flags); the job resolves it when it runs, since microwave's default is the path's own.
-The render settings and the bake's `stages`/`meta_steps` come from the resolved recipe.
+The render settings and the bake's `stages`/`meta_steps`/`meta_lr` come from the resolved recipe.
 """
 from __future__ import annotations
 

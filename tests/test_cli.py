@@ -30,7 +30,7 @@ def bake_parser(settings: type = BakeSettings, flags=recipes.FLAG_PARAMS) -> cli
 def test_every_render_setting_is_a_recipe_key_and_its_numbers_are_flags():
     keys = {param.name for param in recipes.RECIPE_PARAMS}
     assert {item.name for item in dataclasses.fields(RenderSettings)} <= keys
-    assert {"stages", "meta_steps"} <= keys and "meta_lr" not in keys  # only the marked bake settings
+    assert {"stages", "meta_steps", "meta_lr"} <= keys and "unroll" not in keys  # only the marked bake settings
     flags = {param.name for param in recipes.FLAG_PARAMS}
     assert flags == {"size", "steps_per_stage", "drawer", "lr", "lr_end", "weight_decay", "tv_weight", "range_weight",
                      "cutn", "quantize"}
@@ -43,12 +43,13 @@ def test_bake_flags_are_the_bake_settings_with_help():
     options = {action.dest: action for action in parser._actions}
     for item in dataclasses.fields(BakeSettings):
         assert (item.name in options) == ("help" in item.metadata), item.name
-    assert options["meta_lr"].option_strings == ["--meta-lr"] and options["meta_lr"].default == BakeSettings().meta_lr
+    assert options["meta_lr"].option_strings == ["--meta-lr"]
+    assert options["unroll"].default == BakeSettings().unroll  # a bake flag that is not a recipe key has a default
     assert set(options["meta"].choices) >= {"unrolled", "cma", "ga"}
     args = parser.parse_args(["--meta-lr", "0.002", "--stages", "3", "--size", "16", "--critic", "none"])
-    assert cli.bake_settings(args) == dataclasses.replace(BakeSettings(), meta_lr=0.002, critic="none")
+    assert cli.bake_settings(args) == dataclasses.replace(BakeSettings(), critic="none")
     # recipe keys given as flags override the recipe; those not given stay the recipe's
-    assert cli.recipe_choice(args) == RecipeChoice(None, {"size": 16, "stages": 3})
+    assert cli.recipe_choice(args) == RecipeChoice(None, {"size": 16, "stages": 3, "meta_lr": 0.002})
     with pytest.raises(SystemExit):
         parser.parse_args(["--unroll", "0"])  # a minimum is checked before any work
 
@@ -90,11 +91,12 @@ def test_a_field_added_to_the_settings_is_a_recipe_key_and_a_flag(monkeypatch):
 
 def test_a_bake_job_resolves_its_recipe_and_pickles():
     job = BakeJob(["a red circle"], recipe=RecipeChoice("quick", {"stages": 2}),
-                  bake=BakeSettings(meta_lr=0.002, stages=99))
+                  bake=BakeSettings(meta_lr=0.002, stages=99, unroll=2))
     recipe = job.recipe.resolve()
     assert (recipe["size"], recipe["stages"], recipe["steps_per_stage"]) == (48, 2, 15)
     bake = job.bake.with_recipe(recipe)
-    assert (bake.stages, bake.meta_steps, bake.meta_lr) == (2, 30, 0.002)  # the recipe's, the flag's
+    # the flag's, the recipe's (quick halves the meta-lr), the settings' own where no recipe key
+    assert (bake.stages, bake.meta_steps, bake.meta_lr, bake.unroll) == (2, 30, 0.00025, 2)
     assert pickle.loads(pickle.dumps(job)) == job  # what a worker process or a Ray task is given
 
 
