@@ -70,6 +70,6 @@ class BakeSettings:
         "minimum": 0, "maximum": 10})
 
     def with_recipe(self, recipe: dict) -> "BakeSettings":
-        """These settings with the recipe keys among them (`stages`, `meta_steps`, `meta_lr`) taken from a resolved recipe."""
+        """These settings with the recipe keys among them (fields marked `recipe`) taken from a resolved recipe."""
         return replace(self, **{item.name: recipe[item.name] for item in fields(self)
                                 if item.metadata.get("recipe") and item.name in recipe})
