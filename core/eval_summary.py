@@ -9,13 +9,21 @@ A row is one image: {"prompt", "seed", "method", "pixel": bool | None, "file",
   standard error (sample standard deviation / sqrt(pairs));
 - wins over normal: the share of prompts whose mean score over the seeds beats normal's;
 - an attribute's accuracy: the share of the images whose prompt states it that the judge got right; a prompt
-  is got right when more than half of its images are.
+  is got right when more than half of its images are;
+- by named value (`by_value`, `by_value_markdown`): the same accuracy split by what a one-object prompt names
+  ("circle", "red", "left"), so a weak shape or place shows itself; two-object prompts state two values of an
+  attribute at once and are counted apart, under TWO_OBJECTS.
 """
 from __future__ import annotations
 
 import math
 
+from core.scene_prompts import parse_scene_prompt
+from core.scenes import COLOURS, POSITIONS, SHAPES
+
 ATTRIBUTES = ("colour", "shape", "position", "relation")
+VALUE_ATTRIBUTES = ("colour", "shape", "position")  # what one object of a prompt names
+TWO_OBJECTS = "(two objects)"
 
 
 LEGEND = ("d: mean score difference to normal over (prompt, seed) pairs, ± standard error; colour, shape, "
@@ -152,4 +160,40 @@ def markdown(summary: list[dict]) -> str:
         lines += ["| " + " | ".join(row[header] for header in headers) + " |" for row in rows]
         parts.append("\n".join(lines))
     parts.append(LEGEND)
+    return "\n\n".join(parts)
+
+
+def by_value(rows: list[dict], method: str, judge: str, attribute: str) -> dict[str, tuple[int, int]]:
+    """{named value: (images right, images)} of one method, judge and attribute, in the vocabulary's order:
+    one-object prompts by the value they name, then two-object prompts together under TWO_OBJECTS."""
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        right = row["judges"][judge].get(attribute)
+        scene = parse_scene_prompt(row["prompt"])
+        if row["method"] != method or right is None or scene is None:
+            continue
+        value = getattr(scene.objects[0], attribute) if len(scene.objects) == 1 else TWO_OBJECTS
+        count = counts.setdefault(value, [0, 0])
+        count[0] += bool(right)
+        count[1] += 1
+    order = list({"colour": COLOURS, "shape": SHAPES, "position": POSITIONS}.get(attribute, ())) + [TWO_OBJECTS]
+    ranked = sorted(counts, key=lambda value: order.index(value) if value in order else len(order) - 0.5)
+    return {value: tuple(counts[value]) for value in ranked}
+
+
+def by_value_markdown(rows: list[dict], methods: list[str], judges: list[str]) -> str:
+    """A markdown table per judge: per attribute and named value, the images and each method's accuracy on them."""
+    parts = []
+    for judge in judges:
+        lines = [f"judge: {judge}", "", "| attribute | named | images | " + " | ".join(methods) + " |",
+                 "|" + "---|" * (3 + len(methods))]
+        for attribute in VALUE_ATTRIBUTES:
+            tables = [by_value(rows, method, judge, attribute) for method in methods]
+            for value in dict.fromkeys(value for table in tables for value in table):
+                images = max(table.get(value, (0, 0))[1] for table in tables)
+                cells = [_percent(table[value][0] / table[value][1]) if value in table else "—" for table in tables]
+                lines.append(f"| {attribute} | {value} | {images} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    parts.append("Images whose stated attribute the judge picks over captions differing in it, by what a "
+                 f"one-object prompt names; {TWO_OBJECTS}: prompts naming two objects.")
     return "\n\n".join(parts)

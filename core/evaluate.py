@@ -26,8 +26,8 @@ import torch
 
 from core.auto import auto_targets
 from core.errors import UserError
-from core.eval_summary import ATTRIBUTES, markdown, summarise, table_rows
-from core.files import write_atomically
+from core.eval_summary import ATTRIBUTES, by_value_markdown, markdown, summarise, table_rows
+from core.files import write_atomically, write_text_atomically
 from core.images import save_png
 from core.judges import ClipJudge, Judge, attribute_choices
 from core.meta_loss import derive_seed, initial_guides
@@ -116,6 +116,9 @@ def judge_images(judges: list[Judge], images: torch.Tensor, prompts: list[str]) 
             verdict[judge.name] = {"score": float(scores[index]),
                                    **{attribute: choices[attribute][index] for attribute in ATTRIBUTES}}
     return verdicts
+
+
+BY_VALUE_FILE = "by-value.md"  # attribute accuracy by named value (core.eval_summary.by_value_markdown)
 
 
 @dataclass
@@ -208,6 +211,8 @@ def evaluate(clip: Clip, judges: list[Judge], prompts: list[str], settings: Rend
     names = [judge.name for judge in judges]
     evaluation.summary = summarise(evaluation.rows, methods, names)
     _write_csv(out_dir / "results.csv", evaluation.rows, names)
+    if any(verdict["shape"] is not None for row in evaluation.rows for verdict in row["judges"].values()):
+        write_text_atomically(out_dir / BY_VALUE_FILE, by_value_markdown(evaluation.rows, methods, names) + "\n")
     title = (f"normal vs microwave vs auto_microwave ({clip.name}, judged by {', '.join(names)}"
              + (f"; auto: {auto_mode})" if "auto" in methods else ")"))
     write_comparison_page(out_dir, title, methods, list(pages.values()), table_rows(evaluation.summary))

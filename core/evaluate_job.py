@@ -7,7 +7,7 @@ import os
 from core.auto import choose_mode
 from core.baker import bake_many
 from core.errors import UserError, cut
-from core.evaluate import METHODS, evaluate
+from core.evaluate import BY_VALUE_FILE, METHODS, evaluate
 from core.files import check_writable_dir, unique_dir
 from core.jobs import BakeJob, EvaluateJob
 from core.judges import check_scene_prompts, load_judge
@@ -53,7 +53,8 @@ def evaluate_job(job: EvaluateJob) -> None:
                           job.seeds, job.methods, out_dir, k=job.k, path_weight=job.path_weight,
                           quiet=job.run.quiet, auto_mode=auto_mode)
     print(evaluation.summary_markdown())
-    print(f"images, results.csv and index.html in {out_dir}")
+    by_value = f", {BY_VALUE_FILE} (accuracy by named shape, colour, place)" if (out_dir / BY_VALUE_FILE).exists() else ""
+    print(f"images, results.csv{by_value} and index.html in {out_dir}")
 
 
 def bake_first(job: EvaluateJob, prompts: list[str]) -> None:

@@ -11,7 +11,8 @@ import torch
 
 from conftest import run_script
 from core.errors import UserError
-from core.eval_summary import attribute_accuracy, markdown, paired_difference, summarise, table_rows
+from core.eval_summary import (TWO_OBJECTS, attribute_accuracy, by_value, by_value_markdown, markdown, paired_difference,
+                               summarise, table_rows)
 from core.judges import attribute_choices, load_judge
 from core.scenes import Scene, place_object, render_scene
 
@@ -128,6 +129,23 @@ def test_summary_accuracy_difference_and_table():
     assert table[0]["d vs normal (± SE)"] == "—" and "position" not in table[0]
 
 
+def test_accuracy_by_named_value():
+    """One-object prompts count under the value they name, in the vocabulary's order; two-object prompts apart."""
+    rows = [_row("a red circle on the left", 0, "normal", 30.0, colour=True, shape=False, position=True),
+            _row("a red circle on the left", 1, "normal", 31.0, colour=True, shape=True, position=False),
+            _row("a blue star", 0, "normal", 30.0, colour=False, shape=False),
+            _row("a blue star", 0, "auto", 30.0, colour=True, shape=True),
+            _row("a red circle above a blue star", 0, "normal", 30.0, colour=True, shape=False, relation=True),
+            _row("a lemon", 0, "normal", 20.0)]
+    assert by_value(rows, "normal", "j", "shape") == {"circle": (1, 2), "star": (0, 1), TWO_OBJECTS: (0, 1)}
+    assert list(by_value(rows, "normal", "j", "colour")) == ["red", "blue", TWO_OBJECTS]
+    assert by_value(rows, "normal", "j", "position") == {"left": (1, 2)}
+    assert by_value(rows, "auto", "j", "shape") == {"star": (1, 1)}
+    text = by_value_markdown(rows, ["normal", "auto"], ["j"])
+    assert "| shape | circle | 2 | 50 % | — |" in text and "| shape | star | 1 | 0 % | 100 % |" in text
+    assert "| position | left | 2 | 50 % | — |" in text and "lemon" not in text
+
+
 def test_two_judges_in_one_run_write_their_columns(tmp_path, scenes_clip, judges):
     """Images rendered once, scored by both judges: the CSV, the summary and the page have each judge's columns."""
     from core.evaluate import csv_columns, evaluate
@@ -149,6 +167,9 @@ def test_two_judges_in_one_run_write_their_columns(tmp_path, scenes_clip, judges
     assert "judge: scenes-judge" in text and "judge: scenes-classifier" in text and "| relation |" in text
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "scenes-classifier" in page and "d vs normal (± SE)" in page
+    by_named = (tmp_path / "out" / "by-value.md").read_text(encoding="utf-8")
+    assert "judge: scenes-classifier" in by_named and "| shape | circle | 2 |" in by_named
+    assert f"| shape | {TWO_OBJECTS} | 2 |" in by_named
 
 
 def test_judge_takes_a_list(monkeypatch):
