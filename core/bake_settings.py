@@ -59,7 +59,8 @@ class BakeSettings:
     critic: str = field(default="auto", metadata={  # see meta_loss.Critic and models.resolve_critic
         "help": "the model that scores the final images while baking, so paths are rewarded for images another "
                 "model recognises too: auto (scenes-critic for the scenes models, RN50 for OpenAI ones), a model "
-                "name, or none (the guide alone); never the judge of evaluate.py"})
+                "name, or none (the guide alone); never the judge of evaluate.py",
+        "recipe": True})
     critic_weight: float = field(default=1.0, metadata={
         "help": "the critic's share of the meta-loss (1 = the critic alone)", "minimum": 0, "maximum": 1})
     # measured on the 70 tuning scene prompts (README): the critic telling the prompt from its one-attribute

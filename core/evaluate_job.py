@@ -36,7 +36,7 @@ def evaluate_job(job: EvaluateJob) -> None:
     check_writable_dir(job.run.out, "--out")
     clip = load_clip(job.run.model, job.run.device, job.run.compile)
     judges = [load_judge(name, job.run.device) for name in job.judges]
-    critic = resolve_critic(job.bake.critic, clip)
+    critic = resolve_critic(job.bake.with_recipe(recipe).critic, clip)
     for judge in judges:
         if judge.name == clip.name:
             raise UserError(f"the judge must be another model than the guide ({clip.name})")

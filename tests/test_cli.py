@@ -46,10 +46,11 @@ def test_bake_flags_are_the_bake_settings_with_help():
     assert options["meta_lr"].option_strings == ["--meta-lr"]
     assert options["unroll"].default == BakeSettings().unroll  # a bake flag that is not a recipe key has a default
     assert set(options["meta"].choices) >= {"unrolled", "cma", "ga"}
-    args = parser.parse_args(["--meta-lr", "0.002", "--stages", "3", "--size", "16", "--critic", "none"])
-    assert cli.bake_settings(args) == dataclasses.replace(BakeSettings(), critic="none")
+    args = parser.parse_args(["--meta-lr", "0.002", "--stages", "3", "--size", "16", "--critic", "none",
+                              "--unroll", "2"])
+    assert cli.bake_settings(args) == dataclasses.replace(BakeSettings(), unroll=2)
     # recipe keys given as flags override the recipe; those not given stay the recipe's
-    assert cli.recipe_choice(args) == RecipeChoice(None, {"size": 16, "stages": 3, "meta_lr": 0.002})
+    assert cli.recipe_choice(args) == RecipeChoice(None, {"size": 16, "stages": 3, "meta_lr": 0.002, "critic": "none"})
     with pytest.raises(SystemExit):
         parser.parse_args(["--unroll", "0"])  # a minimum is checked before any work
 
@@ -95,8 +96,10 @@ def test_a_bake_job_resolves_its_recipe_and_pickles():
     recipe = job.recipe.resolve()
     assert (recipe["size"], recipe["stages"], recipe["steps_per_stage"]) == (48, 2, 15)
     bake = job.bake.with_recipe(recipe)
-    # the flag's, the recipe's (quick halves the meta-lr), the settings' own where no recipe key
-    assert (bake.stages, bake.meta_steps, bake.meta_lr, bake.unroll) == (2, 30, 0.00025, 2)
+    # the flag's, the recipe's (quick halves the meta-lr and bakes by the guide alone), the settings' own where
+    # no recipe key
+    assert (bake.stages, bake.meta_steps, bake.meta_lr, bake.critic, bake.unroll) == (2, 30, 0.00025, "none", 2)
+    assert job.bake.with_recipe(RecipeChoice("default").resolve()).critic == "auto"
     assert pickle.loads(pickle.dumps(job)) == job  # what a worker process or a Ray task is given
 
 

@@ -140,10 +140,10 @@ def test_evaluation_starts_are_distinct_per_prompt_and_stable():
 
 def test_evaluate_job_checks_its_methods_and_models_before_work(tmp_path):
     """The checks of the slow script tests above, in this process: one-line errors before anything is baked."""
-    from core.bake_settings import BakeSettings
     from core.errors import UserError
     from core.evaluate_job import evaluate_job
     from core.jobs import EvaluateJob, RunOptions
+    from core.recipes import RecipeChoice
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n")
@@ -154,7 +154,10 @@ def test_evaluate_job_checks_its_methods_and_models_before_work(tmp_path):
     with pytest.raises(UserError, match="judge must be another model than the guide"):
         evaluate_job(EvaluateJob(str(prompts), judges=["tiny"], run=run))
     scenes = RunOptions(**{**run.__dict__, "model": "scenes"})
-    with pytest.raises(UserError, match="must not also be the bake's critic"):
+    with pytest.raises(UserError, match="must not also be the bake's critic"):  # the critic is a recipe key
         evaluate_job(EvaluateJob(str(prompts), judges=["scenes-judge"], run=scenes,
-                                 bake=BakeSettings(critic="scenes-judge")))
+                                 recipe=RecipeChoice("quick", {"critic": "scenes-judge"})))
+    # the default recipe's critic, auto, is scenes-critic for the scenes guide
+    with pytest.raises(UserError, match="must not also be the bake's critic"):
+        evaluate_job(EvaluateJob(str(prompts), judges=["scenes-critic"], run=scenes, recipe=RecipeChoice("default")))
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
