@@ -176,9 +176,8 @@ def by_value(rows: list[dict], method: str, judge: str, attribute: str) -> dict[
         count = counts.setdefault(value, [0, 0])
         count[0] += bool(right)
         count[1] += 1
-    order = list({"colour": COLOURS, "shape": SHAPES, "position": POSITIONS}.get(attribute, ())) + [TWO_OBJECTS]
-    ranked = sorted(counts, key=lambda value: order.index(value) if value in order else len(order) - 0.5)
-    return {value: tuple(counts[value]) for value in ranked}
+    order = [*{"colour": COLOURS, "shape": SHAPES, "position": POSITIONS}[attribute], TWO_OBJECTS]
+    return {value: tuple(counts[value]) for value in sorted(counts, key=order.index)}
 
 
 def by_value_markdown(rows: list[dict], methods: list[str], judges: list[str]) -> str:
