@@ -53,7 +53,8 @@ def evaluate_job(job: EvaluateJob) -> None:
                           job.seeds, job.methods, out_dir, k=job.k, path_weight=job.path_weight,
                           quiet=job.run.quiet, auto_mode=auto_mode)
     print(evaluation.summary_markdown())
-    by_value = f", {BY_VALUE_FILE} (accuracy by named shape, colour, place)" if (out_dir / BY_VALUE_FILE).exists() else ""
+    by_value = (f", {BY_VALUE_FILE} (accuracy by named shape, colour, place)" if (out_dir / BY_VALUE_FILE).exists()
+                else "")
     print(f"images, results.csv{by_value} and index.html in {out_dir}")
 
 
