@@ -211,7 +211,8 @@ def evaluate(clip: Clip, judges: list[Judge], prompts: list[str], settings: Rend
     names = [judge.name for judge in judges]
     evaluation.summary = summarise(evaluation.rows, methods, names)
     _write_csv(out_dir / "results.csv", evaluation.rows, names)
-    if any(verdict["shape"] is not None for row in evaluation.rows for verdict in row["judges"].values()):  # scenes
+    # every scene prompt states a shape, so a shape verdict means some prompt is a scene prompt
+    if any(verdict["shape"] is not None for row in evaluation.rows for verdict in row["judges"].values()):
         write_text_atomically(out_dir / BY_VALUE_FILE, by_value_markdown(evaluation.rows, methods, names) + "\n")
     title = (f"normal vs microwave vs auto_microwave ({clip.name}, judged by {', '.join(names)}"
              + (f"; auto: {auto_mode})" if "auto" in methods else ")"))
