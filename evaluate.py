@@ -25,7 +25,8 @@ def main() -> None:
                         help="a UTF-8 file, one prompt per line; a line starting with '#' is a comment")
     parser.add_argument("--judge", default="scenes-judge",
                         help="the scoring model, or several comma-separated (images rendered once, scored by each): "
-                             "a CLIP name or file, or scenes-classifier (scene prompts only); each must differ from "
+                             "a CLIP name or file (scenes-judge-3: trained on a third renderer, chooses the "
+                             "defaults), or scenes-classifier (scene prompts only); each must differ from "
                              "--model and from the bake's critic")
     parser.add_argument("--seeds", type=cli.int_in_range(1, MAX_SEEDS), default=3,
                         help=f"random starts per prompt and method (at most {MAX_SEEDS})")

@@ -1,9 +1,10 @@
-"""How well does each judge tell shapes apart, on clean drawings from either renderer?
+"""How well does each judge tell shapes apart, on clean drawings from each renderer?
 
 For every shape it draws `n` one-object scenes (a large object in the centre, a random colour and
-background) with the guide's renderer (`core/scenes.py`) and with the classifier's (`core/other_scenes.py`),
-and asks each judge to pick the shape among captions that differ only in it (`Judge.choose`). A judge that
-misreads clean drawings of a shape cannot be trusted to say whether an optimised image shows it.
+background) with the guide's renderer (`core/scenes.py`), the classifier's (`core/other_scenes.py`) and
+`scenes-judge-3`'s (`core/third_scenes.py`), and asks each judge to pick the shape among captions that differ
+only in it (`Judge.choose`). A judge that misreads clean drawings of a shape cannot be trusted to say whether
+an optimised image shows it.
 
     python -m core.judge_shapes --judges scenes-judge,scenes-classifier --n 40
 """
@@ -14,10 +15,10 @@ import argparse
 import numpy as np
 import torch
 
-from core import cli, other_scenes, scenes
+from core import cli, other_scenes, scenes, third_scenes
 from core.judges import load_judge
 
-RENDERERS = ("scenes", "other_scenes")
+RENDERERS = ("scenes", "other_scenes", "third_scenes")  # in this order, so earlier tables reproduce
 MAX_DRAWINGS = 1000  # per shape and renderer: 14,000 images of 48 px at most, under 400 MB
 
 
@@ -31,6 +32,10 @@ def drawings(renderer: str, shape: str, n: int, rng: np.random.Generator, size: 
             drawn = scenes.place_object(rng, colour, shape, "large", "center")
             background = list(scenes.BACKGROUNDS)[int(rng.integers(len(scenes.BACKGROUNDS)))]
             images.append(scenes.render_scene(scenes.Scene((drawn,), background), size))
+        elif renderer == "third_scenes":
+            drawn = scenes.place_object(rng, colour, shape, "large", "center")
+            background = list(scenes.BACKGROUNDS)[int(rng.integers(len(scenes.BACKGROUNDS)))]
+            images.append(third_scenes.render(scenes.Scene((drawn,), background), size, rng))
         else:
             drawn = other_scenes.place(rng, colour, shape, "center")
             images.append(other_scenes.render(other_scenes.OtherScene((drawn,), other_scenes.sample_background(rng)),

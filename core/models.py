@@ -46,7 +46,7 @@ SHIPPED_MIXES = {"scenes-mix": "scenes+0.3*scenes-shapes"}
 MAX_MIX_WEIGHT = 100.0
 OFFLINE_GUIDE = "scenes-mix"
 MODEL_HELP = ("CLIP model: auto (ViT-B/32 if available, else the shipped 'scenes-mix'), tiny, scenes, scenes-mix, "
-              "scenes-judge, any clip.available_models() name, open_clip:ARCH/PRETRAINED (a tag of "
+              "scenes-judge, scenes-judge-3, any clip.available_models() name, open_clip:ARCH/PRETRAINED (a tag of "
               "open_clip.list_pretrained() or a checkpoint file), a local weights file, or several guiding at once "
               "with weights, e.g. 'ViT-B/32+0.5*RN50'")
 

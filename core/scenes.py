@@ -201,6 +201,21 @@ def vary_one_attribute(scene: Scene, rng: np.random.Generator, attribute: str | 
     return dataclasses.replace(scene, objects=tuple(objects))
 
 
+def with_duplicate(scene: Scene, rng: np.random.Generator) -> Scene | None:
+    """A one-object scene with a second object of the same colour (any shape and size) on the opposite side,
+    as a two-object scene with its relation; None for two-object scenes and an object in the centre.
+
+    A hard negative for the one-object caption: "a red star at the bottom" should not match a red star at the
+    bottom with a second red thing at the top, which optimised images often show.
+    """
+    if len(scene.objects) != 1 or scene.objects[0].position == "center":
+        return None
+    only = scene.objects[0]
+    relation = next(name for name, (first, _) in RELATIONS.items() if first == only.position)
+    extra = place_object(rng, only.colour, _choice(rng, SHAPES), _choice(rng, SIZES), RELATIONS[relation][1])
+    return Scene((only, extra), scene.background, relation)
+
+
 # ----------------------------------------------------------------------------------------------- captions
 
 

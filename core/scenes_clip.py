@@ -36,6 +36,7 @@ SHIPPED: dict[str, Path] = {
     "scenes-judge": MODELS_DIR / "scenes-judge.pt",
     "scenes-critic": MODELS_DIR / "scenes-critic.pt",
     "scenes-shapes": MODELS_DIR / "scenes-shapes.pt",
+    "scenes-judge-3": MODELS_DIR / "scenes-judge-3.pt",
 }
 
 # Constructor arguments of `clip.model.CLIP`. A tuple `vision_layers` makes the image tower the clip
@@ -69,6 +70,9 @@ ARCHS: dict[str, dict] = {
 # The guide's architecture, trained from scratch with half of the twins differing in shape and without the
 # adversarial stage: it tells shapes apart (hexagons too), and guides only beside the guide (`scenes-mix`).
 ARCHS["scenes-shapes"] = dict(ARCHS["scenes"])
+# The judge's architecture trained from scratch on a third renderer (core/third_scenes.py): it chooses defaults
+# without having seen the guide's drawings (README, "A judge from a third renderer").
+ARCHS["scenes-judge-3"] = dict(ARCHS["scenes-judge"])
 
 
 def resolve_arch(arch_name_or_dict: str | dict) -> dict[str, int]:

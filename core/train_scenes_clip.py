@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core import cli, scenes
+from core import cli, scenes, third_scenes
 from core.adversarial import pgd_images
 from core.drawn_negatives import DrawnNegatives, contrastive_with_negatives, draw_for_captions
 from core.errors import UserError
@@ -43,6 +43,7 @@ from core.scenes_eval import markdown_table, zero_shot_accuracy
 
 # Where the weights go without --out; "{arch}" becomes the --arch name, so each arch has its own file.
 DEFAULT_OUT = "models/{arch}.pt"
+RENDERERS = ("scenes", "third")
 
 # Training tokenises to this many positions instead of 77: captions are short, and with CLIP's causal mask
 # the text embedding (read at the end-of-text token) does not depend on later positions, so the shipped
@@ -67,6 +68,8 @@ class TrainSettings:
     negatives: DrawnNegatives | None = None
     shape_twins: float = 0.0       # share of the twins that differ in shape (`training_batch`)
     vary_drawing: bool = False     # warp, blur and recolour the drawings (`training_batch`)
+    duplicate_twins: float = 0.0   # share of the twins that add a same-colour object (`training_batch`)
+    renderer: str = "scenes"       # which code draws the scenes: RENDERERS
     init_from: str | None = None   # continue from these weights: a later stage
     max_minutes: float | None = None
     save_every: int = 500
@@ -85,24 +88,42 @@ class TrainSettings:
         # Recorded only when used, so the records of earlier models stay as they were.
         record.update({"shape_twins": self.shape_twins} if self.shape_twins > 0 else {})
         record.update({"vary_drawing": True} if self.vary_drawing else {})
+        record.update({"duplicate_twins": self.duplicate_twins} if self.duplicate_twins > 0 else {})
+        record.update({"renderer": self.renderer} if self.renderer != "scenes" else {})
         return record
 
 
 def training_batch(rng: np.random.Generator, batch_size: int, image_size: int, shape_twins: float = 0.0,
-                   vary_drawing: bool = False) -> tuple[torch.Tensor, list[str], list[scenes.Scene]]:
+                   vary_drawing: bool = False, duplicate_twins: float = 0.0, renderer: str = "scenes"
+                   ) -> tuple[torch.Tensor, list[str], list[scenes.Scene]]:
     """(images [B, 3, S, S] in [0, 1] with a little noise, captions, scenes): scenes and one-attribute twins.
 
     A `shape_twins` share of the twins differ in shape (the rest in an attribute picked at random, one in six
     of them shape): a model trained on few shape twins confuses close shapes such as circle and hexagon.
-    `vary_drawing` warps, blurs and recolours each image a little (core/scene_augment.py).
+    A `duplicate_twins` share of the twins of one-object scenes add a second object of the same colour on the
+    opposite side (`scenes.with_duplicate`), captioned by their relation: one object named, one wanted.
+    `vary_drawing` warps, blurs and recolours each image a little (core/scene_augment.py). `renderer` "third"
+    draws the same scenes with core/third_scenes.py instead of core/scenes.py.
     """
     base = [scenes.sample_scene(rng) for _ in range(batch_size - batch_size // 2)]
     # No extra draw at 0, so models trained before the option existed stay reproducible from their seed.
     attributes = [("shape" if shape_twins > 0 and rng.random() < shape_twins else None) for _ in range(batch_size // 2)]
     twins = [scenes.vary_one_attribute(scene, rng, attribute) for scene, attribute in zip(base, attributes)]
+    duplicated = [None] * len(twins)
+    if duplicate_twins > 0:
+        duplicated = [scenes.with_duplicate(scene, rng) if rng.random() < duplicate_twins else None
+                      for scene in base[:len(twins)]]
+        twins = [duplicate or twin for duplicate, twin in zip(duplicated, twins)]
     batch = base + twins
     captions = [scenes.caption(scene, rng) for scene in batch]
-    images = torch.stack([scenes.render_scene(scene, image_size) for scene in batch])
+    for row, duplicate in enumerate(duplicated):  # always the relation: a caption naming one object is the base's
+        if duplicate is not None:
+            first, second = duplicate.objects
+            captions[len(base) + row] = scenes.relation_caption(first, duplicate.relation, second)
+    if renderer == "third":
+        images = torch.stack([third_scenes.render(scene, image_size, rng) for scene in batch])
+    else:
+        images = torch.stack([scenes.render_scene(scene, image_size) for scene in batch])
     if vary_drawing:
         images = augment(images, torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
     # Pixel noise of random strength, so the model also reads noisy (e.g. half-optimised) images.
@@ -233,7 +254,7 @@ def _train_step(model: torch.nn.Module, slot_head: torch.nn.Linear, optimiser: t
                 generator: torch.Generator | None = None) -> tuple[float, float]:
     """One optimiser step on a fresh batch of drawn scenes; returns the contrastive and slot losses."""
     images, captions, batch = training_batch(rng, settings.batch_size, image_size, settings.shape_twins,
-                                             settings.vary_drawing)
+                                             settings.vary_drawing, settings.duplicate_twins, settings.renderer)
     tokens = clip.tokenize(captions, context_length=TRAINING_CONTEXT)
     drawn, negatives = None, settings.negatives
     if negatives is not None and negatives.count > 0:
@@ -336,6 +357,12 @@ def main() -> None:
     parser.add_argument("--drawn-steps", type=cli.int_at_least(1), default=10, help="Adam steps of each drawing")
     parser.add_argument("--shape-twins", type=cli.finite_float(0.0, 1.0), default=0.0,
                         help="share of the twins that differ in shape (0: the attribute is drawn at random)")
+    parser.add_argument("--duplicate-twins", type=cli.finite_float(0.0, 1.0), default=0.0,
+                        help="share of the twins of one-object scenes that add a same-colour object on the opposite "
+                             "side, captioned by their relation (0: none)")
+    parser.add_argument("--renderer", choices=RENDERERS, default="scenes",
+                        help="the code that draws the training scenes: core/scenes.py (the guide's) or "
+                             "core/third_scenes.py (scenes-judge-3's)")
     parser.add_argument("--vary-drawing", action="store_true",
                         help="warp, blur and recolour each training image a little (core/scene_augment.py)")
     parser.add_argument("--init-from", default=None, help="continue from these saved weights (a second stage)")
@@ -348,7 +375,7 @@ def main() -> None:
         seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         threads=args.threads, bf16=args.bf16, slot_weight=args.slot_weight, adversarial=args.adversarial,
         attack_steps=args.attack_steps, negatives=negatives, shape_twins=args.shape_twins,
-        vary_drawing=args.vary_drawing, init_from=args.init_from, max_minutes=args.max_minutes,
+        vary_drawing=args.vary_drawing, duplicate_twins=args.duplicate_twins, renderer=args.renderer, init_from=args.init_from, max_minutes=args.max_minutes,
         save_every=args.save_every, eval_n=args.eval_n), out)
 
 if __name__ == "__main__":

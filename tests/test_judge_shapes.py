@@ -1,4 +1,4 @@
-"""`python -m core.judge_shapes`: each judge's shape accuracy on clean drawings from both renderers."""
+"""`python -m core.judge_shapes`: each judge's shape accuracy on clean drawings from each renderer."""
 from __future__ import annotations
 
 import subprocess
@@ -13,7 +13,7 @@ from core.judges import load_judge
 from core.judge_shapes import RENDERERS, drawings, markdown, shape_accuracy
 
 
-def test_drawings_are_one_named_shape_per_image_from_either_renderer():
+def test_drawings_are_one_named_shape_per_image_from_every_renderer():
     for renderer in RENDERERS:
         images, captions = drawings(renderer, "star", 3, np.random.default_rng(0))
         assert images.shape == (3, 3, 48, 48) and 0 <= images.min() and images.max() <= 1
