@@ -28,14 +28,12 @@ def drawings(renderer: str, shape: str, n: int, rng: np.random.Generator, size: 
     images, captions = [], []
     for _ in range(n):
         colour = list(scenes.COLOURS)[int(rng.integers(len(scenes.COLOURS)))]
-        if renderer == "scenes":
+        if renderer in ("scenes", "third_scenes"):  # the guide's scenes, drawn by either renderer
             drawn = scenes.place_object(rng, colour, shape, "large", "center")
             background = list(scenes.BACKGROUNDS)[int(rng.integers(len(scenes.BACKGROUNDS)))]
-            images.append(scenes.render_scene(scenes.Scene((drawn,), background), size))
-        elif renderer == "third_scenes":
-            drawn = scenes.place_object(rng, colour, shape, "large", "center")
-            background = list(scenes.BACKGROUNDS)[int(rng.integers(len(scenes.BACKGROUNDS)))]
-            images.append(third_scenes.render(scenes.Scene((drawn,), background), size, rng))
+            scene = scenes.Scene((drawn,), background)
+            images.append(scenes.render_scene(scene, size) if renderer == "scenes"
+                          else third_scenes.render(scene, size, rng))
         else:
             drawn = other_scenes.place(rng, colour, shape, "center")
             images.append(other_scenes.render(other_scenes.OtherScene((drawn,), other_scenes.sample_background(rng)),

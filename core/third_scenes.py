@@ -4,7 +4,7 @@ drawings.
 
 It draws a `core.scenes.Scene` (so captions, twins and training targets are the guide's) its own way:
 - every shape is a signed distance field evaluated at the pixel centres, its edge anti-aliased by a
-  one-pixel ramp of the distance (no supersampling, no polygon fill);
+  one-pixel ramp of the distance (no supersampling);
 - shapes have their own geometry, drawn per image: rounded squares, ellipses, stars with 0.38-0.55 inner
   radius, crosses with 0.22-0.36 arms, diamonds 0.65-0.95 wide, small rotations;
 - a colour is a shade drawn around its own hue (`HUES`), filled flat, in a gradient or with a dark rim;
@@ -74,7 +74,7 @@ def corners(shape: str, rng: np.random.Generator) -> np.ndarray:
         return _turned(_around(radii, -math.pi / 2), rng.uniform(-12, 12))
     if shape == "cross":
         arm, reach = rng.uniform(0.22, 0.36), rng.uniform(0.9, 1.0)
-        arms = [np.array([[arm, -reach], [arm, -arm], [reach, -arm]])]  # the top arm's right side, on round
+        arms = [np.array([[arm, -reach], [arm, -arm], [reach, -arm]])]  # from the top arm to the right one
         for _ in range(3):
             arms.append(_turned(arms[-1], 90.0))
         return _turned(np.concatenate(arms), rng.uniform(-10, 10))
@@ -111,7 +111,8 @@ def _smooth_noise(rng: np.random.Generator, size: int) -> np.ndarray:
     """Noise [size, size] with unit spread, smooth over a quarter to an eighth of the side."""
     cells = int(rng.integers(4, 9))
     coarse = torch.from_numpy(rng.standard_normal((1, 1, cells, cells)).astype(np.float32))
-    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return smooth[0, 0].numpy()
 
 
 def background(name: str, size: int, rng: np.random.Generator) -> np.ndarray:

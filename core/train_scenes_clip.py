@@ -375,8 +375,8 @@ def main() -> None:
         seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         threads=args.threads, bf16=args.bf16, slot_weight=args.slot_weight, adversarial=args.adversarial,
         attack_steps=args.attack_steps, negatives=negatives, shape_twins=args.shape_twins,
-        vary_drawing=args.vary_drawing, duplicate_twins=args.duplicate_twins, renderer=args.renderer, init_from=args.init_from, max_minutes=args.max_minutes,
-        save_every=args.save_every, eval_n=args.eval_n), out)
+        vary_drawing=args.vary_drawing, duplicate_twins=args.duplicate_twins, renderer=args.renderer,
+        init_from=args.init_from, max_minutes=args.max_minutes, save_every=args.save_every, eval_n=args.eval_n), out)
 
 if __name__ == "__main__":
     cli.run(main)  # a missing or damaged --init-from file: one line on stderr, no traceback
