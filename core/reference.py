@@ -75,6 +75,18 @@ def write_reference(path: Path | str = REFERENCE_PATH) -> Path:
     return write_text_atomically(path, reference_markdown())
 
 
+USAGE = "usage: python -m core.reference [FILE]   (writes the reference to FILE, default docs/reference.md)"
+
+
+def main(args: list[str]) -> int:
+    """Write the reference where `args` say; an option is never taken for a file name (`--help` prints usage)."""
+    if args and args[0].startswith("-"):
+        asked = args[0] in ("-h", "--help")
+        print(USAGE if asked else f"{USAGE}\nerror: unknown option {args[0]}", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    print(f"wrote {write_reference(args[0] if args else REFERENCE_PATH)}")
+    return 0
+
+
 if __name__ == "__main__":
-    target = write_reference(sys.argv[1] if len(sys.argv) > 1 else REFERENCE_PATH)
-    print(f"wrote {target}")
+    sys.exit(main(sys.argv[1:]))

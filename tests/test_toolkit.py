@@ -468,3 +468,14 @@ def test_microwave_uses_the_paths_recipe_unless_one_is_named():
     assert path_recipe(baked, choice("--recipe", "quick"))["size"] == 48
     baked.recipe = {}
     assert path_recipe(baked, choice())["size"] == 128
+
+
+def test_the_reference_command_takes_no_option_for_a_file(tmp_path, capsys, monkeypatch):
+    from core.reference import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--help"]) == 0 and "usage: python -m core.reference" in capsys.readouterr().out
+    assert main(["--out"]) == 2 and "unknown option --out" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither wrote a file named like the option
+    assert main([str(tmp_path / "ref.md")]) == 0
+    assert (tmp_path / "ref.md").read_text(encoding="utf-8") == reference_markdown()
