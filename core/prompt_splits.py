@@ -20,6 +20,7 @@ well the tool draws what its guide knows, not the guide's vocabulary.
 from __future__ import annotations
 
 import hashlib
+import sys
 from itertools import product
 from pathlib import Path
 
@@ -79,11 +80,21 @@ def held_out_file_text(directory: Path = PROMPTS_DIR) -> str:
     return header + "\n".join(held_out_prompts(directory)) + "\n"
 
 
-def main() -> None:
+USAGE = "usage: python -m core.prompt_splits   (rewrites prompts/scenes-test.txt by the rule above; no options)"
+
+
+def main(args: list[str]) -> int:
+    """Write the test prompts; it takes no arguments (`--help` prints usage, anything else is exit 2)."""
+    if args:
+        asked = args[0] in ("-h", "--help")
+        print(USAGE if asked else f"{USAGE}\nerror: unexpected argument {args[0]}",
+              file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     target = PROMPTS_DIR / TEST_FILE
     write_text_atomically(target, held_out_file_text())
     print(f"wrote {len(held_out_prompts())} test prompts to {target}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

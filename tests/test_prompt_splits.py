@@ -39,3 +39,10 @@ def test_tuning_on_one_more_prompt_swaps_only_that_prompt(tmp_path):
     assert [p for p in after if p not in form] == [p for p in before if p not in form]
     assert all(any(f" {colour} " in f" {p} " for colour in COLOURS) and any(s in p for s in SHAPES)
                for p in after)
+
+
+def test_the_split_command_takes_no_arguments(capsys):
+    from core.prompt_splits import main
+
+    assert main(["--help"]) == 0 and "usage: python -m core.prompt_splits" in capsys.readouterr().out
+    assert main(["prompts.txt"]) == 2 and "unexpected argument prompts.txt" in capsys.readouterr().err
