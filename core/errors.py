@@ -5,6 +5,8 @@ Scripts catch a `UserError`, print its message as one line on stderr and exit wi
 """
 from __future__ import annotations
 
+import sys
+
 QUOTE_LIMIT = 80  # characters of user input an error message quotes
 LINE_LIMIT = 400  # characters of a whole error line
 
@@ -40,3 +42,18 @@ def one_line(message: object, limit: int = LINE_LIMIT) -> str:
     text = "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
                    for char in str(message)[: limit * 4])
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def usage_status(args: list[str], usage: str, most: int) -> int | None:
+    """For a `python -m core.X` command that takes up to `most` plain arguments and no options: 0 after printing
+    `usage` when `args` ask for help, 2 after printing it with one error line on stderr when they hold an option
+    or too many arguments, None when the command may go on."""
+    if args and args[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    option = next((arg for arg in args if arg.startswith("-")), None)
+    if option is None and len(args) <= most:
+        return None
+    problem = f"unknown option {option}" if option else f"unexpected argument {args[most]}"
+    print(f"{usage}\nerror: {problem}", file=sys.stderr)
+    return 2

@@ -24,6 +24,7 @@ import sys
 from itertools import product
 from pathlib import Path
 
+from core.errors import usage_status
 from core.files import write_text_atomically
 from core.scenes import COLOURS, POSITION_PHRASES, RELATIONS, SHAPES, with_article
 
@@ -85,11 +86,9 @@ USAGE = "usage: python -m core.prompt_splits   (rewrites prompts/scenes-test.txt
 
 def main(args: list[str]) -> int:
     """Write the test prompts; it takes no arguments (`--help` prints usage, anything else is exit 2)."""
-    if args:
-        asked = args[0] in ("-h", "--help")
-        print(USAGE if asked else f"{USAGE}\nerror: unexpected argument {args[0]}",
-              file=sys.stdout if asked else sys.stderr)
-        return 0 if asked else 2
+    status = usage_status(args, USAGE, most=0)
+    if status is not None:
+        return status
     target = PROMPTS_DIR / TEST_FILE
     write_text_atomically(target, held_out_file_text())
     print(f"wrote {len(held_out_prompts())} test prompts to {target}")

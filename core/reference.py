@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from core import constraints, drawers, postproc, prompts, recipes, schedule, transforms
+from core.errors import usage_status
 from core.files import write_text_atomically
 from core.registry import params_table
 
@@ -80,10 +81,9 @@ USAGE = "usage: python -m core.reference [FILE]   (writes the reference to FILE,
 
 def main(args: list[str]) -> int:
     """Write the reference where `args` say; an option is never taken for a file name (`--help` prints usage)."""
-    if args and args[0].startswith("-"):
-        asked = args[0] in ("-h", "--help")
-        print(USAGE if asked else f"{USAGE}\nerror: unknown option {args[0]}", file=sys.stdout if asked else sys.stderr)
-        return 0 if asked else 2
+    status = usage_status(args, USAGE, most=1)
+    if status is not None:
+        return status
     print(f"wrote {write_reference(args[0] if args else REFERENCE_PATH)}")
     return 0
 
