@@ -103,7 +103,10 @@ def test_the_shipped_shape_model_is_the_guides_size_and_says_how_it_was_trained(
     payload = read_scenes_clip_file("scenes-shapes")
     guide = read_scenes_clip_file("scenes")
     assert payload["arch"] == guide["arch"]
-    assert payload["training"]["shape_twins"] == 0.5 and payload["training"]["adversarial"] == 0.0
+    # its stages (README, "Two guides"): from scratch with half shape twins, then a gentle adversarial stage
+    first, last = payload["training"]["init_from"], payload["training"]
+    assert first["shape_twins"] == 0.5 and first["adversarial"] == 0.0 and first["init_from"] is None
+    assert last["shape_twins"] == 0.5 and last["adversarial"] == 0.75
     assert SHIPPED["scenes-shapes"].stat().st_size <= 10 * 1024 * 1024
     pixels = random_pixels([0], 48, torch.device("cpu"))
     assert torch.isfinite(load_clip("scenes-mix", "cpu").encode_images((pixels + 1) / 2)).all()
