@@ -1,13 +1,16 @@
 """The shipped scenes CLIP: small `clip.model.CLIP`s trained on drawn scenes (core/scenes.py).
 
-Three models ship in `models/`:
+Five models ship in `models/`:
 - `scenes`: the guide model (`--model scenes`);
+- `scenes-shapes`: its partner in the shipped mix `scenes-mix` (`scenes+0.3*scenes-shapes`), trained to tell
+  shapes apart, then gently adversarially;
 - `scenes-judge`: a held-out judge with another architecture and another training seed. It never guides;
   it only scores, so an image that fools the guide does not automatically fool the judge;
-- `scenes-critic`: a third, smaller model that a bake may use to score candidate paths (`--critic`).
+- `scenes-judge-3`: the judge's architecture trained on a third renderer (core/third_scenes.py); it chooses defaults;
+- `scenes-critic`: a smaller model that a bake may use to score candidate paths (`--critic`).
 
 All take CLIP-normalised images (`core.models.normalise_images`) at `model.visual.input_resolution` pixels and text from
-`clip.tokenize` (context length 77); all three embed into 512 dimensions.
+`clip.tokenize` (context length 77); all embed into 512 dimensions.
 
 A file holds a dict (loadable with `torch.load(..., weights_only=True)`):
     arch: the `clip.model.CLIP` constructor arguments
@@ -67,8 +70,8 @@ ARCHS: dict[str, dict] = {
     ),
 }
 
-# The guide's architecture, trained from scratch with half of the twins differing in shape and without the
-# adversarial stage: it tells shapes apart (hexagons too), and guides only beside the guide (`scenes-mix`).
+# The guide's architecture, trained from scratch with half of the twins differing in shape, then attacked at half
+# the guide's radius (which keeps most hexagons): it tells shapes apart, and guides only beside the guide (`scenes-mix`).
 ARCHS["scenes-shapes"] = dict(ARCHS["scenes"])
 # The judge's architecture trained from scratch on a third renderer (core/third_scenes.py): it chooses defaults
 # without having seen the guide's drawings (README, "A judge from a third renderer").
