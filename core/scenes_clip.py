@@ -71,7 +71,8 @@ ARCHS: dict[str, dict] = {
 }
 
 # The guide's architecture, trained from scratch with half of the twins differing in shape, then attacked at half
-# the guide's radius (which keeps most hexagons): it tells shapes apart, and guides only beside the guide (`scenes-mix`).
+# the guide's radius (which keeps most hexagons): it tells shapes apart, and guides only beside the guide
+# (`scenes-mix`).
 ARCHS["scenes-shapes"] = dict(ARCHS["scenes"])
 # The judge's architecture trained from scratch on a third renderer (core/third_scenes.py): it chooses defaults
 # without having seen the guide's drawings (README, "A judge from a third renderer").
