@@ -9,7 +9,7 @@ Writes the images, results.csv and an HTML page with the methods side by side; p
 judge: mean score, d = mean difference to normal over (prompt, seed) pairs +- standard error, prompts
 won, attribute accuracies, pixel checks).
 
-  python evaluate.py prompts/scenes.txt --model scenes --judge scenes-judge,scenes-classifier
+  python evaluate.py prompts/scenes.txt --model scenes --judge scenes-judge-3,scenes-classifier
 """
 from core.interrupts import exit_on_interrupt
 
@@ -23,7 +23,7 @@ def main() -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("prompts_file",
                         help="a UTF-8 file, one prompt per line; a line starting with '#' is a comment")
-    parser.add_argument("--judge", default="scenes-judge",
+    parser.add_argument("--judge", default="scenes-judge-3",
                         help="the scoring model, or several comma-separated (images rendered once, scored by each): "
                              "a CLIP name or file (scenes-judge-3: trained on a third renderer, chooses the "
                              "defaults), or scenes-classifier (scene prompts only); each must differ from "

@@ -62,7 +62,8 @@ class BakeSettings:
                 "name, or none (the guide alone); never the judge of evaluate.py",
         "recipe": True})
     critic_weight: float = field(default=1.0, metadata={
-        "help": "the critic's share of the meta-loss (1 = the critic alone)", "minimum": 0, "maximum": 1})
+        "help": "the critic's share of the meta-loss (1 = the critic alone)", "minimum": 0, "maximum": 1,
+        "recipe": True})
     # measured on the 70 tuning scene prompts (README): the critic telling the prompt from its one-attribute
     # twins carries over to the judges better than its distance alone
     critic_contrast: float = field(default=0.1, metadata={

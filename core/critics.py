@@ -23,7 +23,8 @@ def resolve_critic(critic: str, guide: Clip | str) -> str:
     `auto`: `scenes-critic` for a shipped scenes guide, another OpenAI CLIP (RN50) for an OpenAI guide, a
     model of the other family for an open_clip guide (`open_clip_critic_candidates`), when its weights are
     cached or reachable. A weights file pairs like the named model it was recognised as (`Clip.known_as`,
-    so pass the loaded `Clip`). Otherwise none, with a one-line notice. A bake scored by the guide alone
+    so pass the loaded `Clip`). Otherwise none, with a one-line notice. A named shipped scenes model scores
+    only the bakes of a scenes guide; for any other guide it gives none, with a notice. A bake scored by the guide alone
     learns to fool the guide (measured; see the README), so `auto` is the default.
     """
     guide_name, known_as = (guide, "") if isinstance(guide, str) else (guide.name, guide.known_as)
@@ -33,6 +34,11 @@ def resolve_critic(critic: str, guide: Clip | str) -> str:
         # a weights file by its file name, as the guide is named; a mix by its members
         if _models_in(critic) & _models_in(guide_name):
             raise UserError(f"the critic must be another model than the guide ({guide_name})")
+        if critic in SHIPPED and not _is_scenes_guide(guide_name, known_as):
+            # a recipe tuned on the scenes models (quick) must not score a photo CLIP's images by a 48 px scenes model
+            print(f"notice: the critic {critic} knows only drawn scenes and {guide_name} is not a scenes model; "
+                  f"baking with the guide alone", file=sys.stderr)
+            return ""
         return critic
     if mix_members(guide_name) is not None:
         return _mix_critic(guide)
@@ -53,6 +59,11 @@ def _models_in(name: str) -> set[str]:
     """The models a name stands for: a mix's members, or the one model."""
     members = mix_members(name)
     return {model_name(member) for _, member in members} if members else {model_name(name)}
+
+
+def _is_scenes_guide(guide_name: str, known_as: str) -> bool:
+    """Whether the guide is a shipped scenes model, a weights file recognised as one, or a mix of them."""
+    return known_as in SHIPPED or _models_in(guide_name) <= set(SHIPPED)
 
 
 def _mix_critic(guide: Clip | str) -> str:

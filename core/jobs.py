@@ -118,7 +118,7 @@ class EvaluateJob:
     of `store_prompts`) are baked first with `bake`."""
 
     prompts_file: str
-    judges: list[str] = field(default_factory=lambda: ["scenes-judge"])
+    judges: list[str] = field(default_factory=lambda: ["scenes-judge-3"])
     seeds: int = 3  # random starts per prompt and method
     methods: list[str] = field(default_factory=lambda: ["normal", "microwave", "auto"])
     k: int = 2
