@@ -96,10 +96,14 @@ def test_a_bake_job_resolves_its_recipe_and_pickles():
     recipe = job.recipe.resolve()
     assert (recipe["size"], recipe["stages"], recipe["steps_per_stage"]) == (48, 2, 15)
     bake = job.bake.with_recipe(recipe)
-    # the flag's, the recipe's (quick halves the meta-lr and bakes by the guide alone), the settings' own where
-    # no recipe key
-    assert (bake.stages, bake.meta_steps, bake.meta_lr, bake.critic, bake.unroll) == (2, 30, 0.00025, "none", 2)
-    assert job.bake.with_recipe(RecipeChoice("default").resolve()).critic == "auto"
+    # the flag's, the recipe's (quick halves the meta-lr and scores half by scenes-judge), the settings' own
+    # where no recipe key
+    assert (bake.stages, bake.meta_steps, bake.meta_lr, bake.unroll) == (2, 30, 0.00025, 2)
+    assert (bake.critic, bake.critic_weight) == ("scenes-judge", 0.5)
+    default = job.bake.with_recipe(RecipeChoice("default").resolve())
+    assert (default.critic, default.critic_weight) == ("auto", 1.0)
+    flagged = RecipeChoice("quick", {"critic_weight": 0.3}).resolve()  # a flag overrides the recipe's share
+    assert job.bake.with_recipe(flagged).critic_weight == 0.3
     assert pickle.loads(pickle.dumps(job)) == job  # what a worker process or a Ray task is given
 
 

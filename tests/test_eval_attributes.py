@@ -177,7 +177,8 @@ def test_judge_takes_a_list(monkeypatch):
 
     job = parse_script("evaluate.py", monkeypatch, "prompts.txt", "--judge", "scenes-judge, scenes-classifier")
     assert job.judges == ["scenes-judge", "scenes-classifier"]
-    assert parse_script("evaluate.py", monkeypatch, "prompts.txt").judges == ["scenes-judge"]
+    # scenes-judge scores the quick recipe's bakes, so the default judge is one that never guided nor scored
+    assert parse_script("evaluate.py", monkeypatch, "prompts.txt").judges == ["scenes-judge-3"]
 
 
 @pytest.mark.slow

@@ -155,8 +155,10 @@ def test_evaluate_job_checks_its_methods_and_models_before_work(tmp_path):
         evaluate_job(EvaluateJob(str(prompts), judges=["tiny"], run=run))
     scenes = RunOptions(**{**run.__dict__, "model": "scenes"})
     with pytest.raises(UserError, match="must not also be the bake's critic"):  # the critic is a recipe key
-        evaluate_job(EvaluateJob(str(prompts), judges=["scenes-judge"], run=scenes,
-                                 recipe=RecipeChoice("quick", {"critic": "scenes-judge"})))
+        evaluate_job(EvaluateJob(str(prompts), judges=["scenes-critic"], run=scenes,
+                                 recipe=RecipeChoice("quick", {"critic": "scenes-critic"})))
+    with pytest.raises(UserError, match="must not also be the bake's critic"):  # quick's own: scenes-judge
+        evaluate_job(EvaluateJob(str(prompts), judges=["scenes-judge"], run=scenes, recipe=RecipeChoice("quick")))
     # the default recipe's critic, auto, is scenes-critic for the scenes guide
     with pytest.raises(UserError, match="must not also be the bake's critic"):
         evaluate_job(EvaluateJob(str(prompts), judges=["scenes-critic"], run=scenes, recipe=RecipeChoice("default")))

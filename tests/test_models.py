@@ -8,6 +8,7 @@ from conftest import run_script
 from core import critics, models
 from core.errors import UserError
 from core.models import build_tiny_clip, load_clip, resolve_device
+from core.scenes_clip import SHIPPED
 
 
 def test_tiny_is_seeded_512_and_frozen(tiny_clip):
@@ -146,3 +147,19 @@ def test_critic_resolution(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(models, "_download_reachable", lambda name, timeout=3.0: True)
     assert critics.resolve_critic("auto", "ViT-B/32") == "RN50"
     assert critics.resolve_critic("auto", "RN50") == "ViT-B/16"
+
+
+def test_a_scenes_critic_scores_only_the_bakes_of_a_scenes_guide(tmp_path, capsys):
+    # the quick recipe names scenes-judge; a photo CLIP's images mean nothing to a 48 px model of drawn scenes
+    for guide in ("tiny", "ViT-B/32", "open_clip:ViT-B-32/laion2b_s34b_b79k", "scenes+0.5*ViT-B/32"):
+        assert critics.resolve_critic("scenes-judge", guide) == "", guide
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "knows only drawn scenes" in err, err
+    assert critics.resolve_critic("scenes-judge", "scenes-mix") == "scenes-judge"
+    assert critics.resolve_critic("scenes-judge", "scenes+0.3*scenes-critic") == "scenes-judge"
+    assert critics.resolve_critic("RN50", "tiny") == "RN50"  # a model that is not a scenes one is taken as named
+    copy = tmp_path / "my-guide.pt"  # a weights file recognised as a scenes model keeps the critic
+    copy.write_bytes(SHIPPED["scenes"].read_bytes())
+    guide = load_clip(str(copy), "cpu")
+    assert guide.known_as == "scenes" and critics.resolve_critic("scenes-judge", guide) == "scenes-judge"
+    assert capsys.readouterr().err == ""
