@@ -247,6 +247,15 @@ def prompts_to_bake(baker: Baker) -> tuple[list[Todo], list[str], list[tuple[str
     return todo, skipped, failed
 
 
+def scorer_label(bake: BakeSettings) -> str:
+    """What scores a bake's final images: the guide, the critic, or a share of each (the meta-loss)."""
+    if not bake.critic or bake.critic_weight <= 0:
+        return "the guide"
+    if bake.critic_weight >= 1:
+        return f"the critic {bake.critic}"
+    return f"{1 - bake.critic_weight:g} x the guide + {bake.critic_weight:g} x the critic {bake.critic}"
+
+
 def bake_log_line(prompt: str, result: BakeResult, index: int, file: Path, settings: RenderSettings,
                   bake: BakeSettings) -> str:
     """The line a bake prints: the baked path's held-out loss beside a normal run of the same steps."""
@@ -254,6 +263,6 @@ def bake_log_line(prompt: str, result: BakeResult, index: int, file: Path, setti
     verdict, change = verdict_of(baked, normal)
     steps = bake.stages * settings.steps_per_stage
     return (f"baked '{target_label(prompt)}' -> {file}\n"
-            f"  final loss by {f'the critic {bake.critic}' if bake.critic else 'the guide'} on "
+            f"  final loss by {scorer_label(bake)} on "
             f"{bake.eval_starts} held-out starts: baked path {baked:.4f} vs normal run "
             f"{normal:.4f} (same {steps} steps): {verdict} ({change_text(change)})")

@@ -6,6 +6,7 @@ import torch
 
 from core.bake import bake_prompts
 from core.bake_settings import BakeSettings
+from core.baker import scorer_label
 from core.evaluate import judge_scores
 from core.meta_loss import Critic, initial_guides
 from core.models import load_clip
@@ -47,3 +48,11 @@ def test_critic_bake_improves_the_held_out_judge(scenes_clip):
     normal = _judge_score(scenes_clip, judge, initial_guides(prompt_embeddings, bake.stages), held_out)
     print(f"judge: baked {baked.tolist()} normal {normal.tolist()}")
     assert baked.mean() > normal.mean() + 1.0
+
+
+def test_the_bake_line_names_what_scored_the_final_images():
+    assert scorer_label(BakeSettings(critic="")) == "the guide"
+    assert scorer_label(BakeSettings(critic="scenes-judge", critic_weight=0.0)) == "the guide"
+    assert scorer_label(BakeSettings(critic="scenes-judge")) == "the critic scenes-judge"
+    assert scorer_label(BakeSettings(critic="scenes-judge", critic_weight=0.5)) == (
+        "0.5 x the guide + 0.5 x the critic scenes-judge")  # the quick recipe's meta-loss
