@@ -24,8 +24,8 @@ def resolve_critic(critic: str, guide: Clip | str) -> str:
     model of the other family for an open_clip guide (`open_clip_critic_candidates`), when its weights are
     cached or reachable. A weights file pairs like the named model it was recognised as (`Clip.known_as`,
     so pass the loaded `Clip`). Otherwise none, with a one-line notice. A named shipped scenes model scores
-    only the bakes of a scenes guide; for any other guide it gives none, with a notice. A bake scored by the guide alone
-    learns to fool the guide (measured; see the README), so `auto` is the default.
+    only the bakes of a scenes guide; for any other guide it gives none, with a notice. A bake scored by the
+    guide alone learns to fool the guide (measured; see the README), so `auto` is the default.
     """
     guide_name, known_as = (guide, "") if isinstance(guide, str) else (guide.name, guide.known_as)
     if critic in NO_CRITIC:

@@ -42,8 +42,8 @@ TARGET_PARAMS = (Param("targets", "", "weighted targets added to every prompt, e
 # The order recipes are written in (the YAML beside an image, errors listing the keys); keys added later
 # follow in the order they are declared.
 KEY_ORDER = ("size", "stages", "steps_per_stage", "drawer", "lr", "lr_end", "weight_decay", "tv_weight", "range_weight",
-             "cutn", "quantize", "meta_steps", "meta_lr", "critic",
-             "critic_weight", "targets", "views", "constraints", "postproc")
+             "cutn", "quantize", "meta_steps", "meta_lr", "critic", "critic_weight", "targets", "views", "constraints",
+             "postproc")
 _KINDS = {int: "int", float: "float", str: "text", bool: "bool"}
 FLAG_KINDS = ("int", "float", "text", "entry")  # recipe values a command-line flag can give (an entry: its name)
 
