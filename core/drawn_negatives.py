@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from core.drawers import build_drawer
 from core.models import normalise_images
 
-# The quick recipe's drawer, which these negatives stand for, without its later roundness pull (the shipped
-# guide was trained with these, so a re-run of its training command reproduces it).
+# The quick recipe's drawer, which these negatives stand for, without its later roundness pull and half-pixel
+# edges (the shipped guide was trained with these, so a re-run of its training command reproduces it).
 DRAWER = {"outlines": {"count": 16, "gain": 0.25, "backdrop": "grey", "opacity": 0.0}}
 
 

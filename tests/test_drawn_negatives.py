@@ -55,6 +55,8 @@ def test_drawing_raises_the_caption_similarity_and_leaves_the_model_alone():
 
 def test_the_negatives_are_drawn_as_the_quick_recipe_draws():
     """The drawer the negatives stand for is the quick recipe's: they must not drift apart. Its roundness pull
-    came after the shipped guide was trained, so the negatives are drawn without it (as then)."""
+    and its sharper edges came after the shipped guide was trained, so the negatives are drawn without them
+    (as then)."""
     quick = recipes.load_recipe("quick")["drawer"]
-    assert quick["outlines"].pop("roundness") > 0 and quick == DRAWER
+    assert quick["outlines"].pop("roundness") > 0 and quick["outlines"].pop("softness") == 0.5
+    assert quick == DRAWER
